@@ -1,0 +1,1 @@
+"""CLI subcommands that run in the editor-facing package (no torch at import)."""

@@ -1,0 +1,181 @@
+// The diffill extension: starts `diffill serve`, mirrors the settings to it, lets VS Code show its
+// inline completions as ghost text, and shows the server's state in the status bar.
+// All completion logic is in the server.
+import * as vscode from "vscode";
+import {
+    DidChangeConfigurationNotification,
+    LanguageClient,
+    LanguageClientOptions,
+    ServerOptions,
+    State,
+    WorkDoneProgress,
+    WorkDoneProgressCreateRequest,
+} from "vscode-languageclient/node";
+import { configurationPayload, languageEnabled, readSettings, serverCommand, Settings } from "./settings";
+import { applyServerStatus, isServerStatus, STATUS_METHOD, statusItem, StatusView } from "./status";
+
+const SECTION = "diffill";
+
+let client: LanguageClient | undefined;
+let log: vscode.LogOutputChannel;
+let statusBar: vscode.StatusBarItem;
+let view: StatusView = { state: "starting", message: "" };
+let settings: Settings;
+
+function currentSettings(): Settings {
+    const config = vscode.workspace.getConfiguration(SECTION);
+    return readSettings((key) => config.get(key));
+}
+
+export async function activate(context: vscode.ExtensionContext): Promise<void> {
+    log = vscode.window.createOutputChannel("diffill", { log: true });
+    statusBar = vscode.window.createStatusBarItem("diffill.status", vscode.StatusBarAlignment.Right, 100);
+    statusBar.name = "diffill";
+    context.subscriptions.push(log, statusBar);
+    settings = currentSettings();
+
+    const setEnabled = (enable: boolean) =>
+        vscode.workspace.getConfiguration(SECTION).update("enable", enable, vscode.ConfigurationTarget.Global);
+    context.subscriptions.push(
+        vscode.commands.registerCommand("diffill.enable", () => setEnabled(true)),
+        vscode.commands.registerCommand("diffill.disable", () => setEnabled(false)),
+        vscode.commands.registerCommand("diffill.toggle", () => setEnabled(!settings.enable)),
+        vscode.commands.registerCommand("diffill.restart", () => restart()),
+        vscode.commands.registerCommand("diffill.showLog", () => log.show(true)),
+        vscode.workspace.onDidChangeConfiguration((event) => onConfigurationChanged(event)),
+    );
+
+    if (settings.enable) {
+        await start();
+    } else {
+        setView({ state: "disabled", message: "" });
+    }
+    statusBar.show();
+}
+
+export async function deactivate(): Promise<void> {
+    await stop();
+}
+
+async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): Promise<void> {
+    if (!event.affectsConfiguration(SECTION)) {
+        return;
+    }
+    const previous = settings;
+    settings = currentSettings();
+    if (event.affectsConfiguration(`${SECTION}.server`)) {
+        log.info("server command changed: restarting the server");
+        await restart();
+        return;
+    }
+    if (settings.enable !== previous.enable) {
+        if (settings.enable && client === undefined) {
+            await start();
+        } else {
+            setView(settings.enable ? { ...view, state: client?.isRunning() ? "ready" : "starting" } : { ...view, state: "disabled" });
+        }
+    }
+    if (client?.isRunning()) {
+        await client.sendNotification(DidChangeConfigurationNotification.type, { settings: configurationPayload(settings) });
+    }
+}
+
+async function start(): Promise<void> {
+    const { command, args } = serverCommand(settings);
+    const serverOptions: ServerOptions = {
+        command,
+        args,
+        options: { env: { ...process.env, ...settings.env } },
+    };
+    const clientOptions: LanguageClientOptions = {
+        documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],
+        initializationOptions: settings.server,
+        outputChannel: log,
+        middleware: {
+            provideInlineCompletionItems: (document, position, context, token, next) => {
+                if (!settings.enable || !languageEnabled(settings, document.languageId)) {
+                    return null;
+                }
+                return next(document, position, context, token);
+            },
+            // VS Code shows the server's answers as ghost text; its plain-completion fallback
+            // would repeat them in the suggest widget.
+            provideCompletionItem: () => null,
+        },
+    };
+    const next = new LanguageClient("diffill", "diffill", serverOptions, clientOptions);
+    client = next;
+    next.onNotification(STATUS_METHOD, (params: unknown) => {
+        if (isServerStatus(params)) {
+            if (params.state === "error") {
+                log.error(params.message ?? "server error");
+            }
+            setView(settings.enable ? applyServerStatus(view, params) : { ...applyServerStatus(view, params), state: "disabled" });
+        }
+    });
+    next.onDidChangeState((change) => {
+        if (change.newState === State.Stopped && client === next) {
+            setView({ state: "stopped", message: "the server exited" });
+        }
+    });
+    setView({ state: "starting", message: `${command} ${args.join(" ")}` });
+    log.info(`starting ${command} ${args.join(" ")}`);
+    try {
+        await next.start();
+    } catch (error) {
+        const message = error instanceof Error ? error.message : String(error);
+        log.error(`the server did not start: ${message}`);
+        setView({ state: "error", message: `the server did not start (${command}): ${message}` });
+        return;
+    }
+    // Model loading is reported with $/progress: show it in the status item.
+    next.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
+        const progress = next.onProgress(WorkDoneProgress.type, token, (value) => {
+            if (value.kind === "end") {
+                progress.dispose();
+                return;
+            }
+            if (view.state === "starting" || view.state === "loading") {
+                setView({
+                    state: "loading",
+                    message: value.message ?? (value.kind === "begin" ? value.title : view.message),
+                    percentage: value.percentage ?? view.percentage,
+                    latencyMs: view.latencyMs,
+                });
+            }
+        });
+    });
+    if (view.state === "starting") {
+        setView({ state: settings.enable ? "ready" : "disabled", message: "" });
+    }
+}
+
+async function stop(): Promise<void> {
+    const old = client;
+    client = undefined;
+    if (old !== undefined) {
+        try {
+            await old.stop(5000);
+        } catch (error) {
+            log.warn(`stopping the server: ${String(error)}`);
+        }
+    }
+}
+
+async function restart(): Promise<void> {
+    await stop();
+    if (settings.enable) {
+        await start();
+    } else {
+        setView({ state: "disabled", message: "" });
+    }
+}
+
+function setView(next: StatusView): void {
+    view = next;
+    const item = statusItem(view);
+    statusBar.text = item.text;
+    statusBar.tooltip = item.tooltip;
+    statusBar.command = item.command;
+    statusBar.backgroundColor = item.error ? new vscode.ThemeColor("statusBarItem.errorBackground") : undefined;
+}

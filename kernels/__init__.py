@@ -1,9 +1,83 @@
 """diffill.kernels: MoE routing and expert GEMMs.
 
-`route` and `fused_moe` pick an implementation per call: the pure-PyTorch reference
-(`moe_reference`) everywhere, the Triton kernels on CUDA once they exist. This package never
-imports diffill.model or diffill.lsp.
-"""
-from .moe_reference import fused_moe, route
+`route` and `fused_moe` pick an implementation per call:
+- "auto" (default): the Triton kernels for CUDA tensors, the pure-PyTorch reference otherwise;
+- "reference": always the reference (moe_reference.py);
+- "triton": always the Triton kernels; on a machine without CUDA they run in Triton's interpreter
+  (TRITON_INTERPRET=1 is set before the kernels are first imported), which is slow and meant for tests.
+Choose with the environment variable DIFFILL_MOE_BACKEND or `set_backend(name)`.
 
-__all__ = ["route", "fused_moe"]
+Expert weights may be plain tensors or quant.QuantWeight (fp8, int4). This package never imports
+diffill.model or diffill.lsp, and imports Triton only when a Triton kernel is first used.
+"""
+import importlib.util
+import os
+
+import torch
+
+from . import moe_reference
+from .quant import QuantWeight, load_quant_weight
+
+__all__ = ["route", "fused_moe", "set_backend", "get_backend", "BACKENDS", "QuantWeight", "load_quant_weight"]
+
+BACKENDS = ("auto", "reference", "triton")
+
+
+def _checked(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{source}: unknown MoE backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+_backend = _checked(os.environ.get("DIFFILL_MOE_BACKEND", "auto") or "auto", "DIFFILL_MOE_BACKEND")
+
+
+def set_backend(name: str) -> None:
+    """Force "reference" or "triton" for every call, or "auto" to decide by device."""
+    global _backend
+    _backend = _checked(name, "set_backend")
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _use_triton(t: torch.Tensor) -> bool:
+    if _backend == "reference":
+        return False
+    if _backend == "triton":
+        if not _triton_installed():
+            raise RuntimeError("the MoE backend is 'triton' but Triton is not installed: pip install triton, "
+                               "or set DIFFILL_MOE_BACKEND=reference")
+        if not t.is_cuda and torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            raise RuntimeError("the MoE backend is 'triton' and the tensors are on the CPU: Triton runs CPU tensors "
+                               "only in its interpreter; start with TRITON_INTERPRET=1 or move the tensors to CUDA")
+        return True
+    return t.is_cuda and _triton_installed()
+
+
+def _triton_modules():
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")       # read when the kernels are defined
+    from . import fused_moe_triton, route_triton
+    return route_triton, fused_moe_triton
+
+
+def route(h, proj, scale, per_expert_scale, top_k: int, eps: float):
+    """Gemma 4 router. h: [M, H], proj: [E, H], scale: [H], per_expert_scale: [E].
+    Returns (topk_weights [M, K] fp32, topk_ids [M, K] int32)."""
+    if _use_triton(h):
+        return _triton_modules()[0].route(h, proj, scale, per_expert_scale, top_k, eps)
+    return moe_reference.route(h, proj, scale, per_expert_scale, top_k, eps)
+
+
+def fused_moe(x, gate_up, down, topk_weights, topk_ids):
+    """Experts: x [M, H], gate_up [E, 2I, H], down [E, H, I] (tensors or QuantWeight),
+    topk_weights [M, K] fp32, topk_ids [M, K]. Returns [M, H] in x's dtype."""
+    if _use_triton(x):
+        return _triton_modules()[1].fused_moe(x, gate_up, down, topk_weights, topk_ids)
+    return moe_reference.fused_moe(x, gate_up, down, topk_weights, topk_ids)

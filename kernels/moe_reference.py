@@ -28,11 +28,17 @@ def gelu_tanh(x):
     return F.gelu(x, approximate="tanh")
 
 
+def expert_weight(w, e: int):
+    """Expert e's matrix from a plain [E, N, K] tensor or a quant.QuantWeight (dequantised)."""
+    return w[e] if isinstance(w, torch.Tensor) else w.dequantize(e)
+
+
 def fused_moe(x, gate_up, down, topk_weights, topk_ids):
     """Experts: out[m] = sum_k w[m,k] * down[e](gelu_tanh(gate[e] x) * up[e] x), e = ids[m,k].
 
-    x: [M, H], gate_up: [E, 2I, H] (gate rows then up rows), down: [E, H, I],
-    topk_weights: [M, K] fp32, topk_ids: [M, K] int. Returns [M, H] in x's dtype.
+    x: [M, H], gate_up: [E, 2I, H] (gate rows then up rows), down: [E, H, I], each a tensor or a
+    quant.QuantWeight, topk_weights: [M, K] fp32, topk_ids: [M, K] int. Returns [M, H] in x's dtype.
+    Each token meets an expert at most once and experts are summed in order: deterministic.
     """
     M, H = x.shape
     E = gate_up.shape[0]
@@ -48,8 +54,10 @@ def fused_moe(x, gate_up, down, topk_weights, topk_ids):
         slots = order[start:start + n]
         rows = token_of[start:start + n]
         start += n
-        gate, up = F.linear(x[rows], gate_up[e]).chunk(2, dim=-1)           # [n, I] each
-        y = F.linear(gelu_tanh(gate) * up, down[e])                          # [n, H]
+        w1 = expert_weight(gate_up, e).to(x.dtype)                           # [2I, H]
+        w2 = expert_weight(down, e).to(x.dtype)                              # [H, I]
+        gate, up = F.linear(x[rows], w1).chunk(2, dim=-1)                    # [n, I] each
+        y = F.linear(gelu_tanh(gate) * up, w2)                               # [n, H]
         w = topk_weights.reshape(-1)[slots].unsqueeze(-1)                    # [n, 1]
         out.index_add_(0, rows, y.float() * w)
     return out.to(x.dtype)

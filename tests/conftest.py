@@ -1,0 +1,17 @@
+"""Shared fixtures: tiny real checkpoints (random weights, real safetensors files, real tokenizers)."""
+import pytest
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory):
+    """A DiffusionGemma-like checkpoint: uniform noise, chat turn markers, no FIM tokens."""
+    from diffill.model import build_random_checkpoint
+    return build_random_checkpoint(tmp_path_factory.mktemp("tiny"), seed=1, canvas_length=16)
+
+
+@pytest.fixture(scope="session")
+def fim_checkpoint(tmp_path_factory):
+    """Like the embedded model: FIM tokens, mask (absorbing) noise."""
+    from diffill.model import build_random_checkpoint
+    return build_random_checkpoint(tmp_path_factory.mktemp("fim"), seed=2, canvas_length=16, fim=True,
+                                   noise="mask", prompt_format="fim")

@@ -1,0 +1,135 @@
+"""Positions: LSP (line, character) <-> offsets into a Python string.
+
+The one place that knows about position encodings. An LSP `character` counts code units of the
+encoding negotiated at initialize (`utf-16` by default, `utf-8` or `utf-32` when the client offers
+them); a Python `str` index counts code points (utf-32 units). Lines end at `\\n`, `\\r\\n` or `\\r`.
+
+Out-of-range positions are clamped as the specification asks: a character past the end of its
+line means the end of the line, a line past the end of the text means the end of the text. A
+position inside a multi-unit character (half a surrogate pair, the middle of a UTF-8 sequence)
+rounds down to the start of that character.
+"""
+from __future__ import annotations
+
+import bisect
+import codecs
+import re
+from dataclasses import dataclass
+
+UTF8 = "utf-8"
+UTF16 = "utf-16"
+UTF32 = "utf-32"
+ENCODINGS = (UTF16, UTF8, UTF32)
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class Position:
+    line: int
+    character: int
+
+
+def normalize_encoding(encoding: str | None) -> str:
+    """The encoding name as used here; anything unknown is the protocol's default, utf-16."""
+    encoding = str(encoding or UTF16).lower()
+    return encoding if encoding in ENCODINGS else UTF16
+
+
+def line_starts(text: str) -> list[int]:
+    """Offsets where each line begins (the first is always 0)."""
+    if "\r" not in text:
+        starts = [0]
+        find = text.find
+        i = find("\n")
+        while i != -1:
+            starts.append(i + 1)
+            i = find("\n", i + 1)
+        return starts
+    return [0] + [m.end() for m in _LINE_END.finditer(text)]
+
+
+def _line_end(text: str, starts: list[int], line: int) -> int:
+    """Offset of the end of `line`'s content (before its terminator)."""
+    if line + 1 < len(starts):
+        end = starts[line + 1]
+        if text[end - 1] == "\n":
+            end -= 1
+            if end > starts[line] and text[end - 1] == "\r":
+                end -= 1
+        else:  # a lone \r
+            end -= 1
+        return end
+    return len(text)
+
+
+def units_to_chars(line_text: str, units: int, encoding: str) -> int:
+    """Code points of `line_text` covered by its first `units` code units of `encoding`."""
+    if units <= 0:
+        return 0
+    if encoding == UTF32 or line_text.isascii():
+        return min(units, len(line_text))
+    if encoding == UTF8:
+        data = line_text.encode("utf-8", errors="surrogatepass")[:units]
+    else:
+        data = line_text.encode("utf-16-le", errors="surrogatepass")[: 2 * units]
+    # an incremental decoder holds back a character cut in half: that rounds down
+    codec = "utf-8" if encoding == UTF8 else "utf-16-le"
+    return len(codecs.getincrementaldecoder(codec)("surrogatepass").decode(data, final=False))
+
+
+def chars_to_units(line_text: str, chars: int, encoding: str) -> int:
+    """Code units of `encoding` in the first `chars` code points of `line_text`."""
+    head = line_text[:chars]
+    if encoding == UTF32 or head.isascii():
+        return len(head)
+    if encoding == UTF8:
+        return len(head.encode("utf-8", errors="surrogatepass"))
+    return len(head.encode("utf-16-le", errors="surrogatepass")) // 2
+
+
+class LineIndex:
+    """Line starts of one text, for converting many positions without rescanning it."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.starts = line_starts(text)
+
+    @property
+    def line_count(self) -> int:
+        return len(self.starts)
+
+    def line_text(self, line: int) -> str:
+        return self.text[self.starts[line] : _line_end(self.text, self.starts, line)]
+
+    def offset_at(self, line: int, character: int, encoding: str = UTF16) -> int:
+        """The string offset of an LSP position (clamped into the text)."""
+        if line < 0:
+            return 0
+        if line >= len(self.starts):
+            return len(self.text)
+        start = self.starts[line]
+        end = _line_end(self.text, self.starts, line)
+        return start + units_to_chars(self.text[start:end], max(0, character), encoding)
+
+    def position_at(self, offset: int, encoding: str = UTF16) -> Position:
+        """The LSP position of a string offset (clamped into the text)."""
+        offset = max(0, min(offset, len(self.text)))
+        line = bisect.bisect_right(self.starts, offset) - 1
+        start = self.starts[line]
+        end = _line_end(self.text, self.starts, line)
+        offset = min(offset, end)  # an offset inside a \r\n belongs to the end of its line
+        return Position(line, chars_to_units(self.text[start:end], offset - start, encoding))
+
+
+def offset_at(text: str, line: int, character: int, encoding: str = UTF16) -> int:
+    return LineIndex(text).offset_at(line, character, encoding)
+
+
+def position_at(text: str, offset: int, encoding: str = UTF16) -> Position:
+    return LineIndex(text).position_at(offset, encoding)
+
+
+def length_in_units(text: str, encoding: str = UTF16) -> int:
+    """How many code units of `encoding` `text` spans (for ranges on one line)."""
+    return chars_to_units(text, len(text), encoding)

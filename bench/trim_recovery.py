@@ -1,0 +1,286 @@
+"""How often `trim` recovers the true middle from an over-generating model, against SAFIM's own
+syntax-aware truncation on the same inputs.
+
+Data: ../shared/evaldata (HumanEval-infilling single-line and multi-line; SAFIM block and control).
+Each hole's true middle is followed by text a model might run on with, cut at --overrun characters
+(a canvas does not hold a whole file):
+  suffix_echo  the true suffix's own text (the model writes what is already below the cursor)
+  junk         another problem's code (HumanEval: the whole program of problem (n+1) mod 164;
+               SAFIM: a problem half the list away in the same language whose program differs, with
+               its hole filled, on a new line)
+A case is recovered when the trimmed completion equals the middle modulo trailing whitespace
+(and replaces nothing after the cursor). For HumanEval the filled program is also run against the
+problem's tests in a child process with a timeout: `passed`.
+
+    .venv/bin/python bench/trim_recovery.py                      # everything (about an hour on 2 cores)
+    .venv/bin/python bench/trim_recovery.py --sample 4 --out X   # every 4th case of each set
+
+Writes bench/results/trim_recovery.json unless --out says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import gzip
+import json
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from diffill.lsp.span import decide_span  # noqa: E402
+from diffill.lsp.trim import trim  # noqa: E402
+
+import safim_truncation as safim  # noqa: E402
+
+EVALDATA = HERE.parent.parent / "shared" / "evaldata"
+SAFIM_LANG = {"cpp": "cpp", "java": "java", "python": "python", "csharp": "csharp"}
+MODES = ("suffix_echo", "junk")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# ---- cases --------------------------------------------------------------------------------
+
+
+def humaneval_cases(evaldata: Path, name: str) -> list[dict]:
+    rows = read_jsonl(evaldata / "humaneval-infilling" / f"HumanEval-{name}Infilling.jsonl.gz")
+    programs: dict[int, str] = {}
+    for r in rows:
+        programs.setdefault(int(r["task_id"].split("/")[2]), r["prompt"] + r["canonical_solution"] + r["suffix"])
+    cases = []
+    for r in rows:
+        n = int(r["task_id"].split("/")[2])
+        other = programs.get((n + 1) % 164) or next(v for k, v in programs.items() if k != n)
+        cases.append({
+            "id": r["task_id"], "language": "python", "prefix": r["prompt"], "suffix": r["suffix"],
+            "middle": r["canonical_solution"], "junk": other,
+            "test": r["test"], "entry_point": r["entry_point"],
+        })
+    return cases
+
+
+def safim_cases(evaldata: Path, name: str) -> list[dict]:
+    rows = read_jsonl(evaldata / "safim" / f"{name}_completion.jsonl.gz")
+    by_lang: dict[str, list[dict]] = {}
+    for r in rows:
+        by_lang.setdefault(r["lang"], []).append(r)
+    cases = []
+    for lang, group in by_lang.items():
+        for i, r in enumerate(group):
+            prefix, suffix = r["eval_prompt"].split("{{completion}}", 1)
+            other = _unrelated(group, i)
+            eol = "\r\n" if "\r\n" in r["eval_prompt"] else "\n"
+            cases.append({
+                "id": r["task_id"], "language": SAFIM_LANG[lang], "prefix": prefix, "suffix": suffix,
+                "middle": r["ground_truth"],
+                "junk": eol + other["eval_prompt"].replace("{{completion}}", other["ground_truth"]),
+            })
+    return cases
+
+
+def _program_head(row: dict) -> str:
+    return row["eval_prompt"][:300]
+
+
+def _unrelated(group: list[dict], i: int) -> dict:
+    """The first row from the middle of the list on whose program differs from row i's (SAFIM has
+    several holes in one program)."""
+    head = _program_head(group[i])
+    for step in range(len(group) // 2, len(group)):
+        other = group[(i + step) % len(group)]
+        if _program_head(other) != head:
+            return other
+    return group[(i + 1) % len(group)]
+
+
+def overgenerate(case: dict, mode: str, overrun: int) -> str:
+    tail = case["suffix"] if mode == "suffix_echo" else case["junk"]
+    return case["middle"] + tail[:overrun]
+
+
+# ---- trimming -----------------------------------------------------------------------------
+
+
+def ours(case: dict, completion: str) -> tuple[str, int]:
+    span = decide_span(case["language"], case["prefix"], case["suffix"])
+    out = trim(case["language"], case["prefix"], case["suffix"], completion, span)
+    return out.text, out.replace_range[1][1]
+
+
+def baseline(case: dict, completion: str, kind: str) -> tuple[str, int]:
+    lang = case["language"]
+    if kind == "control":
+        return safim.truncate_control(lang, completion), 0
+    if kind == "single_line":
+        return safim.first_line(completion), 0
+    return safim.truncate_block(lang, case["prefix"], case["suffix"], completion), 0
+
+
+def recovered(case: dict, text: str, replaced: int) -> bool:
+    return replaced == 0 and text.rstrip() == case["middle"].rstrip()
+
+
+# ---- HumanEval execution ------------------------------------------------------------------
+
+
+def run_program(program: str, timeout: float) -> bool:
+    """Run `program` in a forked child inside a temporary folder; True when it raises nothing
+    within `timeout` seconds. Destructive os/shutil/subprocess functions are disabled in the child."""
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.setsid()
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for fd in (0, 1, 2):
+                os.dup2(devnull, fd)
+            os.chdir(tempfile.mkdtemp(prefix="trimrec-"))
+            signal.alarm(int(timeout) + 1)
+            import resource
+            resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+            import shutil
+            import subprocess
+            for mod, names in ((os, ("system", "remove", "unlink", "rmdir", "removedirs", "kill", "fork",
+                                     "killpg", "rename", "renames", "truncate", "putenv", "chmod", "chown")),
+                               (shutil, ("rmtree", "move", "chown")), (subprocess, ("Popen",))):
+                for name in names:
+                    setattr(mod, name, None)
+            exec(compile(program, "<candidate>", "exec"), {"__name__": "__main__"})
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        if time.monotonic() > deadline:
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.002)
+
+
+def humaneval_program(case: dict, text: str, replaced: int) -> str:
+    return (case["prefix"] + text + case["suffix"][replaced:] + "\n" + case["test"] + "\n"
+            + f"check({case['entry_point']})\n")
+
+
+# ---- driver -------------------------------------------------------------------------------
+
+
+def evaluate(cases: list[dict], kind: str, overrun: int, execute: bool, timeout: float) -> dict:
+    out: dict = {"cases": len(cases)}
+    cache: dict[str, bool] = {}
+    for who in ("ours", "safim"):
+        if who == "safim" and kind == "block" and safim.parser(cases[0]["language"]) is None:
+            print(f"trim_recovery: no SAFIM baseline for {cases[0]['language']}: its tree-sitter grammar"
+                  " is not installed (pip install tree-sitter-c-sharp)", file=sys.stderr)
+            out[who] = None
+            continue
+        rec = {m: 0 for m in MODES}
+        passed = {m: 0 for m in MODES}
+        seconds = 0.0
+        failures: list[dict] = []
+        for case in cases:
+            for mode in MODES:
+                completion = overgenerate(case, mode, overrun)
+                t0 = time.perf_counter()
+                text, replaced = ours(case, completion) if who == "ours" else baseline(case, completion, kind)
+                seconds += time.perf_counter() - t0
+                ok = recovered(case, text, replaced)
+                rec[mode] += ok
+                if not ok and len(failures) < 400 and who == "ours":
+                    failures.append({"id": case["id"], "mode": mode, "got": text, "want": case["middle"]})
+                if execute:
+                    program = humaneval_program(case, text, replaced)
+                    if program not in cache:
+                        cache[program] = run_program(program, timeout)
+                    passed[mode] += cache[program]
+        n = max(len(cases), 1)
+        out[who] = {m: rec[m] / n for m in MODES}
+        if execute:
+            out[who]["passed"] = {m: passed[m] / n for m in MODES}
+        out[who]["ms_per_trim"] = 1000 * seconds / max(2 * len(cases), 1)
+        if who == "ours":
+            out["_failures"] = failures
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--evaldata", type=Path, default=EVALDATA)
+    ap.add_argument("--sample", type=int, default=1, help="take every Nth case of each set (deterministic)")
+    ap.add_argument("--overrun", type=int, default=400, help="characters of over-generation after the middle")
+    ap.add_argument("--timeout", type=float, default=3.0, help="seconds per HumanEval program")
+    ap.add_argument("--no-exec", action="store_true", help="skip running HumanEval tests")
+    ap.add_argument("--sets", default="single_line,multi_line,safim_block,safim_control")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "trim_recovery.json")
+    ap.add_argument("--failures", type=Path, default=None, help="write unrecovered cases here (JSON)")
+    args = ap.parse_args(argv)
+    if not args.evaldata.is_dir():
+        print(f"trim_recovery: no evaluation data at {args.evaldata}; pass --evaldata DIR", file=sys.stderr)
+        return 2
+
+    results: dict = {}
+    failures: dict = {}
+    started = time.time()
+    for name in args.sets.split(","):
+        if name in ("single_line", "multi_line"):
+            cases = humaneval_cases(args.evaldata, "SingleLine" if name == "single_line" else "MultiLine")
+            groups = {"python": cases[:: args.sample]}
+            kind = name
+        else:
+            kind = name.split("_")[1]
+            cases = safim_cases(args.evaldata, kind)
+            groups = {}
+            for c in cases:
+                groups.setdefault(c["language"], []).append(c)
+            groups = {k: v[:: args.sample] for k, v in sorted(groups.items())}
+        for lang, group in groups.items():
+            t0 = time.time()
+            res = evaluate(group, kind, args.overrun, execute=name in ("single_line", "multi_line") and not args.no_exec,
+                           timeout=args.timeout)
+            failures[f"{name}/{lang}"] = res.pop("_failures")
+            key = name if name in ("single_line", "multi_line") else f"{name}/{lang}"
+            results[key] = res
+            print(f"{key}: {json.dumps(res)}  ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+
+    summary = {}
+    for key in ("single_line", "multi_line"):
+        if key in results:
+            summary[key] = {m: results[key]["ours"][m] for m in MODES}
+    if any("passed" in results.get(k, {}).get("ours", {}) for k in ("single_line", "multi_line")):
+        summary["passed"] = {k: results[k]["ours"]["passed"] for k in ("single_line", "multi_line")
+                             if k in results and "passed" in results[k]["ours"]}
+    summary["details"] = results
+    summary["meta"] = {
+        "command": "python bench/trim_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "sample": f"every {args.sample}th case of each set" if args.sample > 1 else "all cases",
+        "overrun_chars": args.overrun,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
+        "date": datetime.date.today().isoformat(),
+        "seconds": round(time.time() - started),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    if args.failures:
+        args.failures.write_text(json.dumps(failures, indent=1))
+    print(json.dumps({k: v for k, v in summary.items() if k != "details"}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

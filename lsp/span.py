@@ -1,0 +1,310 @@
+"""Before generation: how much the completion should cover, and where it must stop.
+
+`decide_span(language, prefix, suffix)` looks at the tree (or, for fallback languages, the text)
+around the cursor and returns a `Span`: its kind, a canvas length for the model, and a stopping
+rule that both the sampler and `trim` apply.
+
+Kinds:
+    none        inside a string or comment: show nothing (unless `complete_in_comments`)
+    line        the rest of the current line or expression (cursor after code on its line)
+    block       the body of a block just opened (`if x:` / `{` at the end of the line above)
+    definition  the body of a definition after its signature or docstring
+    statements  statements from an empty line up to the end of the enclosing block
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from . import brackets, syntax
+from .cursor import Cursor
+from .indentation import columns
+
+KINDS = ("none", "line", "block", "definition", "statements")
+
+CANVAS = {"none": 0, "line": 32, "line_end": 64, "statements": 128, "block": 128, "definition": 256}
+MAX_LINES = {"none": 0, "line": 8, "statements": 32, "block": 48, "definition": 96}
+
+
+@dataclass(frozen=True)
+class Span:
+    """What to fill at the cursor and when to stop.
+
+    kind: one of KINDS (see the module docstring).
+    canvas_length: tokens to give the model's canvas: 32, 64, 128 or 256 (0 for "none").
+    max_lines: the completion may have at most this many lines (its first line included).
+    single_line: the completion ends at its first line break outside brackets it opened itself.
+    stop_indent: a completion line after the first that is not blank, not inside brackets and
+        indented this many columns or fewer (tabs count 4) ends the completion before it;
+        None when indentation says nothing (unknown structure, or the line kind).
+    stop_at_blank_dedent: a blank line followed by a line indented at or below `stop_indent`
+        ends the completion at the blank line (what a streaming sampler can check early).
+    close_depth: how many brackets open at the cursor the suffix does not close; the completion
+        may close that many (plus closers the editor auto-inserted right after the cursor, which
+        `trim` replaces); a closer beyond that ends the completion.
+    """
+
+    kind: str
+    canvas_length: int
+    max_lines: int
+    single_line: bool = False
+    stop_indent: int | None = None
+    stop_at_blank_dedent: bool = False
+    close_depth: int = 0
+
+    @property
+    def wants_completion(self) -> bool:
+        return self.kind != "none"
+
+
+NONE = Span("none", 0, 0)
+
+_COMMENT_TYPES = {"comment", "line_comment", "block_comment", "doc_comment"}
+_STRING_TYPES = {
+    "string", "string_literal", "raw_string_literal", "template_string", "interpreted_string_literal",
+    "char_literal", "character_literal", "rune_literal", "concatenated_string", "string_content",
+    "string_fragment", "text_block", "system_lib_string",
+}
+_CODE_INSIDE_STRING = {"interpolation", "template_substitution", "format_expression"}
+
+DEFINITION_TYPES = {
+    "function_definition", "class_definition", "decorated_definition",  # python, c, cpp
+    "function_declaration", "generator_function_declaration", "function_expression", "arrow_function",
+    "method_definition", "class_declaration", "class", "function",  # javascript / typescript
+    "method_declaration", "func_literal",  # go (+ function_declaration)
+    "function_item", "impl_item", "trait_item", "mod_item", "closure_expression",  # rust
+    "constructor_declaration", "interface_declaration", "enum_declaration", "record_declaration",
+    "lambda_expression",  # java (+ method/class declaration)
+    "class_specifier", "struct_specifier", "namespace_definition",  # c / cpp
+}
+
+_DEF_HEADER = {
+    "python": re.compile(r"^\s*(async\s+def|def|class)\b"),
+    "javascript": re.compile(r"\bfunction\b|^\s*class\b|=>\s*\{\s*$|^\s*(async\s+|static\s+|get\s+|set\s+)*[\w$]+\s*\([^()]*\)\s*\{\s*$"),
+    "go": re.compile(r"^\s*func\b|\bfunc\s*\("),
+    "rust": re.compile(r"\bfn\b|^\s*(pub\s+)?(impl|trait|mod)\b"),
+    "c_like": re.compile(r"^\s*(class|struct|interface|enum|record|namespace)\b|^\s*[\w<>\[\],.:*&~\s]+\([^;]*\)\s*(const\s*)?(throws\s+[\w.,\s]+)?\{?\s*$"),
+}
+_CONTROL = re.compile(r"^\s*(\}\s*)?(if|else|for|while|do|switch|catch|try|finally|foreach|using|lock|synchronized|match|loop|unsafe|select|case)\b")
+_DEFAULT_HEADER = re.compile(r"^\s*(async\s+def|def|class|func|fn|function|sub|procedure)\b")
+
+
+def _header_regex(language: str):
+    if language == "python":
+        return _DEF_HEADER["python"]
+    if language in ("javascript", "typescript", "tsx"):
+        return _DEF_HEADER["javascript"]
+    if language in ("go", "rust"):
+        return _DEF_HEADER[language]
+    return _DEF_HEADER["c_like"]
+
+
+def _is_definition_header(line: str, language: str) -> bool:
+    if _CONTROL.match(line):
+        return False
+    return bool(_header_regex(language).search(line) or _DEFAULT_HEADER.match(line))
+
+
+def _code_part(line: str, language: str) -> str:
+    """The line without its trailing comment and with strings blanked."""
+    mask = brackets.code_mask(line, language)
+    return "".join(ch if mask[i] else " " for i, ch in enumerate(line)).rstrip()
+
+
+def _in_string_or_comment_text(cursor: Cursor) -> bool:
+    """Text rule: would a character typed at the cursor be inside a string or comment?"""
+    window = cursor.prefix[-3000:] + "x"
+    mask = brackets.code_mask(window, cursor.language)
+    return not mask[-1]
+
+
+def _in_string_or_comment_tree(tree, offset: int) -> bool | None:
+    """Tree rule; None when the tree is too broken at the cursor to say."""
+    node = syntax.node_at(tree, offset)
+    for anc in syntax.ancestors(node):
+        if anc.type in _CODE_INSIDE_STRING:
+            return False
+        if anc.type in _COMMENT_TYPES:
+            return anc.start_byte < offset <= anc.end_byte and not (
+                anc.end_byte == offset and anc.text is not None and anc.text.endswith(b"*/"))
+        if anc.type in _STRING_TYPES:
+            return anc.start_byte < offset < anc.end_byte
+        if anc.is_error:
+            return None
+    return False
+
+
+def opens_block(line: str, language: str) -> bool:
+    """Does this line end by opening a block (`:` in Python, `{` elsewhere)?"""
+    code = _code_part(line, language)
+    if language == "python":
+        return code.endswith(":")
+    return code.endswith("{") or (not syntax.has_grammar(language) and code.endswith(":") and language in (
+        "yaml", "nim", "coffeescript"))
+
+
+def enclosing_definition_indent(cursor: Cursor, tree, offset: int) -> int | None:
+    """Column of the innermost definition (function, class, ...) around the cursor."""
+    if tree is not None:
+        node = syntax.node_at(tree, offset)
+        data = tree.root_node
+        for anc in syntax.ancestors(node):
+            if anc.type in DEFINITION_TYPES and anc.start_byte < offset and anc is not data:
+                row = anc.start_point[0]
+                lines = cursor.previous_lines + [cursor.line_prefix]
+                if row < len(lines):
+                    return columns(lines[row])
+    # text rule: nearest header line above that is indented less than the code at the cursor
+    here = _cursor_indent(cursor)
+    if here is None:
+        return None
+    for line in reversed(cursor.previous_lines[-400:]):
+        if not line.strip():
+            continue
+        col = columns(line)
+        if col < here and _is_definition_header(line, cursor.language):
+            return col
+        if col == 0 and cursor.language == "python":
+            break
+    return None
+
+
+def _cursor_indent(cursor: Cursor) -> int | None:
+    """The indentation of code at the cursor's position in the block structure."""
+    if cursor.line_prefix.strip():
+        return columns(cursor.line_prefix)
+    if cursor.line_prefix:
+        return columns(cursor.line_prefix)
+    if cursor.rest_of_line.strip():
+        return columns(cursor.rest_of_line)
+    nxt = cursor.next_code_line()
+    prev = cursor.previous_code_line()
+    cols = [columns(x) for x in (nxt, prev) if x is not None]
+    return max(cols) if cols else None
+
+
+def _indentation_is_structural(cursor: Cursor, header_indent: int) -> bool:
+    """Brace languages: is the code around the cursor indented deeper than its header, so a line at
+    the header's column really means the block is over?"""
+    if cursor.language == "python":
+        return True
+    here = _cursor_indent(cursor)
+    return here is not None and here > header_indent
+
+
+def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments: bool = False) -> Span:
+    """Decide what the completion at the cursor between `prefix` and `suffix` should cover.
+
+    `language` is an LSP languageId or a canonical id (see syntax.canonical_language); languages
+    without a grammar use text rules. Returns a `Span` with the canvas length and stopping rule;
+    kind "none" (canvas 0) inside strings and comments unless `complete_in_comments`.
+    """
+    cursor = Cursor.of(language, prefix, suffix)
+    tree = None
+    offset = len(cursor.prefix.encode("utf-8"))
+    if cursor.has_grammar:
+        tree = syntax.parse(cursor.language, cursor.prefix + cursor.suffix)
+    if not complete_in_comments:
+        inside = _in_string_or_comment_tree(tree, offset) if tree is not None else None
+        if inside is None:
+            inside = _in_string_or_comment_text(cursor)
+        if inside:
+            return NONE
+
+    stack = brackets.open_stack(cursor.prefix[-20000:], cursor.language)
+    close_depth = len(stack) - brackets.closed_by(cursor.suffix[:20000], stack, cursor.language)
+    line_prefix, rest = cursor.line_prefix, cursor.rest_of_line
+
+    if line_prefix.strip():
+        only_closers = rest.strip() == brackets.leading_closers(rest) and len(rest.strip()) <= 3
+        if only_closers and opens_block(line_prefix, cursor.language):
+            header = line_prefix
+        else:
+            canvas = CANVAS["line"] if rest.strip() else CANVAS["line_end"]
+            return Span("line", canvas, MAX_LINES["line"], single_line=True, close_depth=close_depth)
+    else:
+        prev = cursor.previous_code_line()
+        header = prev if prev is not None and opens_block(prev, cursor.language) else None
+        if header is not None and cursor.language == "python":
+            # an empty line right after `def f():` and its docstring is still the definition's body
+            pass
+        if header is None and cursor.language == "python" and prev is not None and _after_docstring(cursor):
+            header = _docstring_owner(cursor)
+
+    if header is not None:
+        header_indent = columns(header)
+        kind = "definition" if _is_definition_header(header, cursor.language) else "block"
+        stop = header_indent if _indentation_is_structural_for_block(cursor, header_indent) else None
+        if kind == "block" and stop is not None:
+            stop = _block_stop(cursor, tree, offset, header_indent)
+        return Span(kind, CANVAS[kind], MAX_LINES[kind], stop_indent=stop,
+                    stop_at_blank_dedent=stop is not None, close_depth=close_depth)
+
+    definition_indent = enclosing_definition_indent(cursor, tree, offset)
+    stop = None
+    if definition_indent is not None and _indentation_is_structural(cursor, definition_indent):
+        stop = definition_indent
+    return Span("statements", CANVAS["statements"], MAX_LINES["statements"], stop_indent=stop,
+                close_depth=close_depth)
+
+
+def _block_stop(cursor: Cursor, tree, offset: int, header_indent: int) -> int | None:
+    """Where a block just opened ends, given the code below the cursor.
+
+    When that code sits at the header's level (or between it and the enclosing definition), the
+    block's body is what is missing: stop at the header's column. When the code below still belongs
+    to the block (deeper than the header), or lies outside the enclosing definition (or there is
+    none), the completion may go on past this block, up to the end of the enclosing definition.
+    """
+    definition = enclosing_definition_indent(cursor, tree, offset)
+    if definition is not None and definition >= header_indent:
+        definition = None
+    nxt = cursor.next_code_line()
+    below = columns(nxt) if nxt is not None else None
+    if below is not None and below <= header_indent and (definition is None or below > definition):
+        return header_indent
+    if definition is None:
+        return header_indent if below is None or below <= header_indent else None
+    return definition
+
+
+def _indentation_is_structural_for_block(cursor: Cursor, header_indent: int) -> bool:
+    if cursor.language == "python" or not syntax.has_grammar(cursor.language) and cursor.language in ("nim", "yaml"):
+        return True
+    # brace languages: trust indentation when the file indents block bodies under their headers
+    nxt = cursor.next_code_line()
+    prev_body = [columns(line) for line in cursor.previous_lines[-50:] if line.strip()]
+    deeper = sum(1 for a, b in zip(prev_body, prev_body[1:]) if b > a)
+    return deeper >= 2 or (nxt is not None and columns(nxt) > header_indent)
+
+
+_DOCSTRING_END = re.compile(r'^\s*[rRbBuU]?("""|\'\'\')')
+
+
+def _after_docstring(cursor: Cursor) -> bool:
+    """Python: is the line above the end of a docstring that directly follows a `def`/`class`?"""
+    return _docstring_owner(cursor) is not None
+
+
+def _docstring_owner(cursor: Cursor) -> str | None:
+    lines = cursor.previous_lines[-200:]
+    i = len(lines) - 1
+    while i >= 0 and not lines[i].strip():
+        i -= 1
+    if i < 0 or not (lines[i].rstrip().endswith('"""') or lines[i].rstrip().endswith("'''")):
+        return None
+    quote = lines[i].rstrip()[-3:]
+    # find the opening quote
+    j = i
+    if lines[i].strip().count(quote) < 2 or lines[i].strip() == quote:
+        j = i - 1
+        while j >= 0 and quote not in lines[j]:
+            j -= 1
+    if j < 1:
+        return None
+    k = j - 1
+    while k >= 0 and not lines[k].strip():
+        k -= 1
+    if k >= 0 and _DEF_HEADER["python"].match(lines[k]) and lines[k].rstrip().endswith(":"):
+        return lines[k]
+    return None

@@ -1,0 +1,195 @@
+"""Tree-sitter grammars for the languages diffill understands, and parsing helpers.
+
+Grammars come from the individual `tree-sitter-<lang>` wheels (they work offline). A language
+is named by a canonical id: python, javascript, typescript, tsx, go, rust, java, c, cpp.
+Anything else is a *fallback* language: it has no tree here, and the span and trim logic use
+indentation and bracket rules for it instead.
+
+`canonical_language` turns an LSP `languageId` (or a common alias) into that id;
+`language_from_path` guesses it from a file name. `Document` keeps the last tree of one text and
+reparses incrementally when the text changes.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+from dataclasses import dataclass
+
+from tree_sitter import Language, Node, Parser, Tree
+
+# canonical id -> (grammar module, function returning the language pointer)
+GRAMMARS: dict[str, tuple[str, str]] = {
+    "python": ("tree_sitter_python", "language"),
+    "javascript": ("tree_sitter_javascript", "language"),
+    "typescript": ("tree_sitter_typescript", "language_typescript"),
+    "tsx": ("tree_sitter_typescript", "language_tsx"),
+    "go": ("tree_sitter_go", "language"),
+    "rust": ("tree_sitter_rust", "language"),
+    "java": ("tree_sitter_java", "language"),
+    "c": ("tree_sitter_c", "language"),
+    "cpp": ("tree_sitter_cpp", "language"),
+}
+
+# LSP languageIds and common aliases -> canonical id (ids already canonical map to themselves)
+_ALIASES = {
+    "py": "python", "python3": "python",
+    "js": "javascript", "jsx": "javascript", "javascriptreact": "javascript",
+    "ts": "typescript", "typescriptreact": "tsx",
+    "golang": "go", "rs": "rust",
+    "h": "c",
+    "c++": "cpp", "cc": "cpp", "cxx": "cpp", "hpp": "cpp", "cuda-cpp": "cpp", "objective-cpp": "cpp",
+    "cs": "csharp", "c#": "csharp",
+}
+
+_EXTENSIONS = {
+    ".py": "python", ".pyi": "python", ".pyw": "python",
+    ".js": "javascript", ".mjs": "javascript", ".cjs": "javascript", ".jsx": "javascript",
+    ".ts": "typescript", ".mts": "typescript", ".cts": "typescript",
+    ".tsx": "tsx",
+    ".go": "go",
+    ".rs": "rust",
+    ".java": "java",
+    ".c": "c", ".h": "c",
+    ".cpp": "cpp", ".cc": "cpp", ".cxx": "cpp", ".c++": "cpp", ".hpp": "cpp", ".hh": "cpp",
+    ".hxx": "cpp", ".ipp": "cpp", ".cu": "cpp",
+    ".cs": "csharp", ".kt": "kotlin", ".swift": "swift", ".scala": "scala", ".rb": "ruby",
+    ".lua": "lua", ".php": "php", ".sh": "shellscript", ".bash": "shellscript", ".zig": "zig",
+}
+
+
+def canonical_language(language: str) -> str:
+    """Canonical id for an LSP `languageId` or alias ("typescriptreact" -> "tsx").
+
+    Unknown ids are returned lower-cased: they are fallback languages.
+    """
+    key = (language or "").strip().lower()
+    return _ALIASES.get(key, key)
+
+
+def language_from_path(path: str) -> str:
+    """Canonical id guessed from a file name's extension; "" when there is no extension."""
+    ext = os.path.splitext(path)[1]
+    if ext == ".C":  # C++ by convention; .c stays C
+        return "cpp"
+    ext = ext.lower()
+    return _EXTENSIONS.get(ext, ext.lstrip("."))
+
+
+def has_grammar(language: str) -> bool:
+    """True when `language` (any alias) is parsed with tree-sitter rather than the fallback rules."""
+    return canonical_language(language) in GRAMMARS
+
+
+@functools.lru_cache(maxsize=None)
+def grammar(language: str) -> Language | None:
+    """The tree-sitter `Language` for a canonical id, or None for a fallback language."""
+    entry = GRAMMARS.get(language)
+    if entry is None:
+        return None
+    module = importlib.import_module(entry[0])
+    return Language(getattr(module, entry[1])())
+
+
+@functools.lru_cache(maxsize=None)
+def parser_for(language: str) -> Parser | None:
+    """A cached `Parser` for a language id (alias accepted), or None for a fallback language.
+
+    Parsers are not thread-safe: use them from one thread (the server's event loop).
+    """
+    lang = grammar(canonical_language(language))
+    return Parser(lang) if lang is not None else None
+
+
+def parse(language: str, text: str | bytes) -> Tree | None:
+    """Parse `text` from scratch; None for a fallback language."""
+    parser = parser_for(language)
+    if parser is None:
+        return None
+    data = text.encode("utf-8") if isinstance(text, str) else text
+    return parser.parse(data)
+
+
+def _point(data: bytes, offset: int) -> tuple[int, int]:
+    row = data.count(b"\n", 0, offset)
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    return row, offset - line_start
+
+
+def reparse(language: str, old_tree: Tree, old: bytes, new: bytes) -> Tree:
+    """Parse `new` reusing `old_tree` (the tree of `old`): the edit is the span between their
+    common prefix and common suffix, so unchanged subtrees are not parsed again."""
+    parser = parser_for(language)
+    if parser is None:
+        raise ValueError(f"no tree-sitter grammar for language {language!r}")
+    limit = min(len(old), len(new))
+    start = 0
+    # common prefix in chunks, then bytes
+    while start + 64 <= limit and old[start:start + 64] == new[start:start + 64]:
+        start += 64
+    while start < limit and old[start] == new[start]:
+        start += 1
+    tail = 0
+    while tail < limit - start and old[len(old) - 1 - tail] == new[len(new) - 1 - tail]:
+        tail += 1
+    old_end = len(old) - tail
+    new_end = len(new) - tail
+    old_tree.edit(
+        start_byte=start, old_end_byte=old_end, new_end_byte=new_end,
+        start_point=_point(old, start), old_end_point=_point(old, old_end),
+        new_end_point=_point(new, new_end),
+    )
+    return parser.parse(new, old_tree)
+
+
+@dataclass
+class Document:
+    """One text and its tree, reparsed incrementally by `update`.
+
+    `tree` is None for fallback languages. Used by `trim`, which parses many candidate texts that
+    differ only around the cursor, and usable by the server for an open document.
+    """
+
+    language: str
+    data: bytes = b""
+    tree: Tree | None = None
+
+    def update(self, text: str | bytes) -> Tree | None:
+        """Make `text` current and return its tree (reusing the previous tree when there is one)."""
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        if self.tree is None:
+            self.tree = parse(self.language, data)
+        elif data != self.data:
+            self.tree = reparse(self.language, self.tree, self.data, data)
+        self.data = data
+        return self.tree
+
+
+def count_errors(tree: Tree | None) -> int:
+    """Number of ERROR and MISSING nodes in a tree (0 for None); visits only subtrees with errors."""
+    if tree is None or not tree.root_node.has_error:
+        return 0
+    count = 0
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.is_error or node.is_missing:
+            count += 1
+        for child in node.children:
+            if child.has_error or child.is_missing:
+                stack.append(child)
+    return count
+
+
+def node_at(tree: Tree, byte_offset: int) -> Node:
+    """The smallest node that contains `byte_offset` (the node just before it at a boundary)."""
+    root = tree.root_node
+    node = root.descendant_for_byte_range(byte_offset, byte_offset)
+    return node if node is not None else root
+
+
+def ancestors(node: Node):
+    """`node` and then each of its parents up to the root."""
+    while node is not None:
+        yield node
+        node = node.parent

@@ -62,7 +62,7 @@ def detect_style(text: str) -> IndentStyle:
     step = steps.most_common(1)[0][0]
     if step not in (2, 3, 4, 8):
         step = 4
-    return IndentStyle(" " * step, sum(steps.values()) >= 3)
+    return IndentStyle(" " * step, sum(steps.values()) >= 2)
 
 
 def _space_step(lines: list[str], base: int) -> int:

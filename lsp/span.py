@@ -80,13 +80,13 @@ DEFINITION_TYPES = {
 
 _DEF_HEADER = {
     "python": re.compile(r"^\s*(async\s+def|def|class)\b"),
-    "javascript": re.compile(r"\bfunction\b|^\s*class\b|=>\s*\{\s*$|^\s*(async\s+|static\s+|get\s+|set\s+)*[\w$]+\s*\([^()]*\)\s*\{\s*$"),
+    "javascript": re.compile(r"\bfunction\b|^\s*class\b|=>\s*\{\s*$|^\s*(async\s+|static\s+|get\s+|set\s+)*[\w$]+\s*(<[^>]*>)?\([^()]*\)\s*(:\s*[^{]+)?\{\s*$"),
     "go": re.compile(r"^\s*func\b|\bfunc\s*\("),
     "rust": re.compile(r"\bfn\b|^\s*(pub\s+)?(impl|trait|mod)\b"),
     "c_like": re.compile(r"^\s*(class|struct|interface|enum|record|namespace)\b|^\s*[\w<>\[\],.:*&~\s]+\([^;]*\)\s*(const\s*)?(throws\s+[\w.,\s]+)?\{?\s*$"),
 }
 _CONTROL = re.compile(r"^\s*(\}\s*)?(if|else|for|while|do|switch|catch|try|finally|foreach|using|lock|synchronized|match|loop|unsafe|select|case)\b")
-_DEFAULT_HEADER = re.compile(r"^\s*(async\s+def|def|class|func|fn|function|sub|procedure)\b")
+_DEFAULT_HEADER = re.compile(r"^\s*(async\s+def|def|class|func|fun|fn|function|sub|procedure)\b")
 
 
 def _header_regex(language: str):
@@ -119,19 +119,32 @@ def _in_string_or_comment_text(cursor: Cursor) -> bool:
 
 
 def _in_string_or_comment_tree(tree, offset: int) -> bool | None:
-    """Tree rule; None when the tree is too broken at the cursor to say."""
-    node = syntax.node_at(tree, offset)
-    for anc in syntax.ancestors(node):
-        if anc.type in _CODE_INSIDE_STRING:
-            return False
-        if anc.type in _COMMENT_TYPES:
-            return anc.start_byte < offset <= anc.end_byte and not (
-                anc.end_byte == offset and anc.text is not None and anc.text.endswith(b"*/"))
-        if anc.type in _STRING_TYPES:
-            return anc.start_byte < offset < anc.end_byte
-        if anc.is_error:
-            return None
-    return False
+    """Tree rule; None when the tree is too broken at the cursor to say.
+
+    The cursor is inside a string when a string node surrounds it strictly, and inside a comment
+    when a comment starts before it and reaches it (typing at the end of a line comment still
+    writes the comment; right after a closing `*/` does not).
+    """
+    probes = [offset - 1, offset] if offset > 0 else [offset]
+    verdict: bool | None = False
+    for probe in probes:
+        node = syntax.node_at(tree, probe)
+        for anc in syntax.ancestors(node):
+            if anc.type in _CODE_INSIDE_STRING:
+                break
+            if anc.type in _COMMENT_TYPES:
+                closed_block = (anc.text or b"").endswith(b"*/") and anc.end_byte == offset
+                if anc.start_byte < offset <= anc.end_byte and not closed_block:
+                    return True
+                break
+            if anc.type in _STRING_TYPES:
+                if anc.start_byte < offset < anc.end_byte:
+                    return True
+                break
+            if anc.is_error:
+                verdict = None
+                break
+    return verdict
 
 
 def opens_block(line: str, language: str) -> bool:

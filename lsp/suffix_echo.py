@@ -119,6 +119,8 @@ def rest_of_line_cut(cursor: Cursor, first_line: str) -> int | None:
     depth = 0
     for i, ch in enumerate(first_line):
         if depth == 0 and mask[i] and first_line.startswith(rest, i) and first_line[i + len(rest):].strip() == "":
+            if cursor.rest_of_line[:1].isspace():  # the rest of the line brings its own leading space
+                return len(first_line[:i].rstrip(" \t"))
             return i
         if mask[i] and ch in brackets.OPENERS:
             depth += 1

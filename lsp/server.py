@@ -1,0 +1,330 @@
+"""The diffill language server (pygls 2): thin handlers over plain modules.
+
+    diffill serve                 over stdin/stdout
+    diffill serve --tcp PORT      on 127.0.0.1:PORT (for debugging)
+    diffill serve --check         validate the settings and the model, print a report
+
+Each handler gets the document, calls one function (documents.py, completion.py, settings.py),
+and converts the answer to LSP types. Positions are converted in positions.py, in the encoding
+negotiated at initialize. This process never imports torch: the model lives in the worker.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import time
+
+from lsprotocol import types
+from pygls.capabilities import ServerCapabilitiesBuilder
+from pygls.exceptions import JsonRpcInvalidParams
+from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol, lsp_method
+
+from . import positions, settings as settings_mod
+from .completion import Completer, Completion
+from .documents import DocumentStore
+from .worker_client import WorkerClient, WorkerError, socket_path_for, worker_command
+
+VERSION = "0.1.0"
+STATUS = "diffill/status"
+STATS = "diffill/stats"
+log = logging.getLogger("diffill")
+
+
+class DiffillProtocol(LanguageServerProtocol):
+    """pygls' protocol with two changes: documents live in our DocumentStore (not pygls' workspace),
+    and a request whose params do not parse is answered with InvalidParams instead of silence."""
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
+    def lsp_text_document__did_open(self, params):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
+    def lsp_text_document__did_change(self, params):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
+            yield handler, (params,), None
+
+    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
+    def lsp_text_document__did_close(self, params):
+        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
+            yield handler, (params,), None
+
+    def structure_message(self, data):
+        try:
+            return super().structure_message(data)
+        except Exception as exc:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                error = exc if isinstance(exc, JsonRpcInvalidParams) else JsonRpcInvalidParams()
+                self._send_response(data["id"], None, error.to_response_error())
+            raise
+
+
+class DiffillServer(LanguageServer):
+    def __init__(self):
+        super().__init__("diffill", VERSION, protocol_cls=DiffillProtocol,
+                         text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
+        self.settings = settings_mod.DEFAULTS
+        self.documents = DocumentStore()
+        self.worker = WorkerClient(self.settings, self._on_worker_status, self._on_worker_progress)
+        self.completer = Completer(self.settings, self.worker)
+        self.progress_token: str | None = None
+        self.shown_error: str | None = None
+        self.last_status: tuple | None = None
+        self.supports_progress = False
+
+    def report_server_error(self, error, source):
+        log.error("%s", error)  # malformed traffic is logged, not shown to the user
+
+    # -- settings --
+    def apply_settings(self, raw, *, initial: bool = False) -> None:
+        new, problems = settings_mod.parse(raw, settings_mod.DEFAULTS if initial else self.settings)
+        if problems:
+            self.window_show_message(types.ShowMessageParams(
+                types.MessageType.Warning, "diffill: " + "; ".join(problems)))
+        restart = new.worker_key() != self.settings.worker_key()
+        self.settings = new
+        self.completer.configure(new)
+        if restart and not initial:
+            asyncio.ensure_future(self._restart_worker())
+
+    async def _restart_worker(self) -> None:
+        await self.worker.restart(self.settings)
+        if self.settings.preload:
+            await self.start_worker()
+
+    async def start_worker(self) -> None:
+        try:
+            await self.worker.start()
+        except WorkerError:
+            pass  # the status (and one message) already told the user
+
+    # -- status and progress --
+    def _on_worker_status(self, status: dict) -> None:
+        state = status.get("state", "error")
+        message = str(status.get("message") or "")
+        if state == "stopped":
+            state, message = "ready", "the model worker is stopped; it starts again at the next completion"
+        latency = status.get("last_ms")
+        key = (state, message, latency)
+        if key != self.last_status:
+            self.last_status = key
+            self.protocol.notify(STATUS, {"state": state, "message": message, "latency_ms": latency})
+        if state == "error" and message != self.shown_error:
+            self.shown_error = message
+            self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"diffill: {message}"))
+        if state in ("ready", "busy", "error"):
+            if state != "error":
+                self.shown_error = None
+                self.completer.windows.counter.load(status.get("tokenizer"))
+            self._end_progress(message)
+
+    def _on_worker_progress(self, percent: int, message: str) -> None:
+        if not self.supports_progress:
+            return
+        if self.progress_token is None:
+            if percent >= 100:
+                return
+            self.progress_token = f"diffill-load-{time.monotonic_ns()}"
+            token = self.progress_token
+            self.work_done_progress.create(token)
+            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                title="diffill: loading the model", message=message, percentage=percent, cancellable=False))
+        else:
+            self.work_done_progress.report(self.progress_token, types.WorkDoneProgressReport(
+                message=message, percentage=percent))
+
+    def _end_progress(self, message: str) -> None:
+        if self.progress_token is not None:
+            token, self.progress_token = self.progress_token, None
+            self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+
+
+server = DiffillServer()
+
+
+# ---- lifecycle ---------------------------------------------------------------------------------
+
+@server.feature(types.INITIALIZE)
+def initialize(ls: DiffillServer, params: types.InitializeParams) -> None:
+    encoding = ServerCapabilitiesBuilder.choose_position_encoding(params.capabilities)
+    ls.documents = DocumentStore(positions.normalize_encoding(encoding))
+    window = params.capabilities.window
+    ls.supports_progress = bool(window and window.work_done_progress)
+    ls.apply_settings(params.initialization_options, initial=True)
+    ls.worker.settings = ls.settings
+    text_caps = params.capabilities.text_document
+    if text_caps is None or text_caps.inline_completion is None:
+        # clients without inline completion get the completion as an ordinary completion item
+        ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())(completion)
+
+
+@server.feature(types.INITIALIZED)
+async def initialized(ls: DiffillServer, params: types.InitializedParams) -> None:
+    if ls.settings.preload:
+        await ls.start_worker()
+
+
+@server.feature(types.SHUTDOWN)
+async def shutdown(ls: DiffillServer, params) -> None:
+    await ls.worker.close()
+
+
+@server.feature(types.WORKSPACE_DID_CHANGE_CONFIGURATION)
+def did_change_configuration(ls: DiffillServer, params: types.DidChangeConfigurationParams) -> None:
+    ls.apply_settings(params.settings)
+
+
+# ---- documents ---------------------------------------------------------------------------------
+
+@server.feature(types.TEXT_DOCUMENT_DID_OPEN)
+def did_open(ls: DiffillServer, params: types.DidOpenTextDocumentParams) -> None:
+    d = params.text_document
+    ls.completer.forget(d.uri)
+    ls.documents.open(d.uri, d.language_id, d.version, d.text)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
+def did_change(ls: DiffillServer, params: types.DidChangeTextDocumentParams) -> None:
+    if ls.documents.change(params.text_document.uri, params.text_document.version, params.content_changes):
+        ls.completer.note_edit(params.text_document.uri)
+
+
+@server.feature(types.TEXT_DOCUMENT_DID_CLOSE)
+def did_close(ls: DiffillServer, params: types.DidCloseTextDocumentParams) -> None:
+    ls.documents.close(params.text_document.uri)
+    ls.completer.forget(params.text_document.uri)
+
+
+# ---- completions -------------------------------------------------------------------------------
+
+async def _complete(ls: DiffillServer, uri: str, position: types.Position) -> tuple[Completion, types.Range] | None:
+    doc = ls.documents.get(uri)
+    if doc is None:
+        return None
+    try:
+        found = await ls.completer.complete(doc, position.line, position.character)
+    except WorkerError:
+        return None  # the status notification and one message tell the user what happened
+    if found is None:
+        return None
+    start = doc.position_at(found.offset)
+    end = positions.Position(start.line, start.character + positions.length_in_units(
+        doc.text[found.offset : found.offset + found.replace], doc.encoding))
+    rng = types.Range(types.Position(start.line, start.character), types.Position(end.line, end.character))
+    return found, rng
+
+
+@server.feature(types.TEXT_DOCUMENT_INLINE_COMPLETION, types.InlineCompletionOptions())
+async def inline_completion(ls: DiffillServer, params: types.InlineCompletionParams):
+    found = await _complete(ls, params.text_document.uri, params.position)
+    if found is None:
+        return None
+    completion_, rng = found
+    return types.InlineCompletionList(items=[types.InlineCompletionItem(insert_text=completion_.text, range=rng)])
+
+
+async def completion(ls: DiffillServer, params: types.CompletionParams):
+    found = await _complete(ls, params.text_document.uri, params.position)
+    if found is None:
+        return types.CompletionList(is_incomplete=True, items=[])
+    completion_, rng = found
+    first_line = completion_.text.strip().splitlines()[0] if completion_.text.strip() else completion_.text
+    item = types.CompletionItem(
+        label=first_line[:80], kind=types.CompletionItemKind.Text, detail="diffill",
+        text_edit=types.TextEdit(range=rng, new_text=completion_.text),
+        insert_text_format=types.InsertTextFormat.PlainText, filter_text=completion_.text, sort_text="0",
+        documentation=completion_.text,
+    )
+    return types.CompletionList(is_incomplete=True, items=[item])
+
+
+@server.feature(STATS)
+def stats(ls: DiffillServer, params) -> dict:
+    """Counters for benchmarks and tests: requests, cache hits, fills, wasted steps, the worker's status."""
+    s = ls.completer.stats
+    return {"requests": s.requests, "answered": s.answered, "cache_hits": s.cache_hits, "shared": s.shared,
+            "superseded": s.superseded, "model_fills": s.model_fills, "empty": s.empty,
+            "last_server_ms": s.last_server_ms, "last_source": s.last_source, "last_fill_ms": s.last_fill_ms,
+            "recent_server_ms": s.recent_server_ms, "inflight": len(ls.completer.inflight),
+            "cache_entries": len(ls.completer.cache), "documents": len(ls.documents),
+            "worker": {**ls.worker.stats, "status": ls.worker.status, "pending": len(ls.worker._pending)}}
+
+
+# ---- command line ------------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--stdio", action="store_true", help="serve over stdin/stdout (the default)")
+    parser.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT instead of stdio")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the settings and the model, print a report, and exit")
+    parser.add_argument("--settings", metavar="JSON_OR_FILE",
+                        help="settings as a JSON object or a JSON file (for --check; editors send them "
+                             "as initializationOptions)")
+    parser.add_argument("--log-level", default="WARNING", help="log level on stderr (default: WARNING)")
+
+
+def run(args) -> int:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, str(args.log_level).upper(), logging.WARNING),
+                        format="diffill %(levelname)s %(name)s: %(message)s")
+    if args.check:
+        return check(args.settings)
+    if args.tcp is not None:
+        server.start_tcp("127.0.0.1", args.tcp)
+    else:
+        server.start_io()
+    return 0
+
+
+def _read_settings_arg(value: str | None):
+    if not value:
+        return {}
+    text = value
+    if not value.lstrip().startswith("{"):
+        with open(value, encoding="utf-8") as f:
+            text = f.read()
+    return json.loads(text)
+
+
+def check(settings_arg: str | None) -> int:
+    """Validate the settings and the model; print what was found and what to do about it."""
+    ok = True
+    try:
+        raw = _read_settings_arg(settings_arg)
+    except (OSError, ValueError) as exc:
+        print(f"settings: cannot read {settings_arg!r}: {exc}")
+        raw, ok = {}, False
+    cfg, problems = settings_mod.parse(raw)
+    for p in problems:
+        print(f"settings: {p}")
+        ok = False
+    print("settings: " + json.dumps(settings_mod.describe(cfg)))
+    if cfg.worker_mode == "shared":
+        path = socket_path_for(cfg)
+        from . import protocol
+        try:
+            protocol.ensure_private_dir(__import__("os").path.dirname(path))
+            print(f"worker socket: {path} (folder private to this user)")
+        except (OSError, protocol.UnsafeSocketDir) as exc:
+            print(f"worker socket: {path}: {exc}")
+            ok = False
+    cmd = worker_command(cfg, None) + ["--check"]
+    print("model: loading (this runs the worker once) ...", flush=True)
+    proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if not lines:
+        print(f"model: the worker failed to run (exit {proc.returncode}):\n{proc.stderr.strip()[-2000:]}")
+        return 1
+    report = json.loads(lines[-1])
+    if report.get("state") != "ready":
+        print(f"model: {report.get('message')}")
+        return 1
+    print(f"model: {report.get('model_path')} loaded in {report.get('load_s')} s ({report.get('message')})")
+    print(f"model: a test fill took {report.get('fill_ms')} ms in {report.get('fill_steps')} steps: "
+          f"{report.get('fill_text')!r}")
+    print("check: " + ("ok" if ok else "problems found (see above)"))
+    return 0 if ok else 1

@@ -1,0 +1,213 @@
+"""Running the real `diffill serve` over stdio for tests, against a tiny real checkpoint."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import time
+
+from lsprotocol import types
+from pytest_lsp import ClientServerConfig, LanguageClient
+from pytest_lsp.client import make_test_lsp_client
+
+SERVER = [sys.executable, "-m", "diffill.lsp.cli", "serve"]
+
+
+def capabilities(inline: bool = True, encodings=None, progress: bool = True) -> types.ClientCapabilities:
+    return types.ClientCapabilities(
+        general=types.GeneralClientCapabilities(position_encodings=encodings) if encodings else None,
+        text_document=types.TextDocumentClientCapabilities(
+            synchronization=types.TextDocumentSyncClientCapabilities(),
+            inline_completion=types.InlineCompletionClientCapabilities() if inline else None,
+            completion=types.CompletionClientCapabilities(),
+        ),
+        window=types.WindowClientCapabilities(work_done_progress=progress),
+    )
+
+
+class Session:
+    """A started client with what the server told it."""
+
+    def __init__(self, client: LanguageClient):
+        self.client = client
+        self.statuses: list[dict] = []
+        self.version: dict[str, int] = {}
+
+    async def wait_ready(self, timeout: float = 120.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for s in reversed(self.statuses):
+                if s["state"] in ("ready", "error"):
+                    return s
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"the worker did not get ready; statuses: {self.statuses}")
+
+    def open(self, uri: str, text: str, language: str = "python") -> None:
+        self.version[uri] = 1
+        self.client.text_document_did_open(types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(uri=uri, language_id=language, version=1, text=text)))
+
+    def edit(self, uri: str, line: int, character: int, text: str, end: tuple[int, int] | None = None) -> None:
+        self.version[uri] += 1
+        end_line, end_char = end or (line, character)
+        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=self.version[uri]),
+            [types.TextDocumentContentChangePartial(
+                range=types.Range(types.Position(line, character), types.Position(end_line, end_char)), text=text)]))
+
+    def replace_all(self, uri: str, text: str) -> None:
+        self.version[uri] += 1
+        self.client.text_document_did_change(types.DidChangeTextDocumentParams(
+            types.VersionedTextDocumentIdentifier(uri=uri, version=self.version[uri]),
+            [types.TextDocumentContentChangeWholeDocument(text=text)]))
+
+    def inline(self, uri: str, line: int, character: int):
+        """The request's future (send it without waiting)."""
+        return self.client.protocol.send_request_async(
+            types.TEXT_DOCUMENT_INLINE_COMPLETION,
+            types.InlineCompletionParams(
+                context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
+                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character)))
+
+    async def raw_request(self, method: str, params, timeout: float = 10.0):
+        """Send a request whose params need not be valid; the response's result or JsonRpcException."""
+        import concurrent.futures
+        import uuid
+        proto = self.client.protocol
+        msg_id = str(uuid.uuid4())
+        future = concurrent.futures.Future()
+        proto._request_futures[msg_id] = future
+        proto._send_data({"jsonrpc": "2.0", "id": msg_id, "method": method, "params": params})
+        return await asyncio.wait_for(asyncio.wrap_future(future), timeout)
+
+    def raw_notify(self, method: str, params) -> None:
+        self.client.protocol._send_data({"jsonrpc": "2.0", "method": method, "params": params})
+
+    async def stats(self) -> dict:
+        result = await self.client.protocol.send_request_async("diffill/stats", None)
+        return _plain(result)
+
+
+def _plain(obj):
+    """A response of an unknown method comes back as attribute objects; turn it into dicts."""
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if hasattr(obj, "_asdict"):  # pygls builds namedtuples
+        return _plain(obj._asdict())
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "__dict__"):
+        return {k: _plain(v) for k, v in vars(obj).items()}
+    return obj
+
+
+@contextlib.asynccontextmanager
+async def session(options: dict, caps: types.ClientCapabilities | None = None, env: dict | None = None,
+                  wait: bool = True):
+    holder: dict = {}
+
+    def factory():
+        client = make_test_lsp_client()
+
+        @client.feature("diffill/status")
+        def on_status(params):
+            holder["session"].statuses.append(_plain(params))
+
+        return client
+
+    server_env = {**os.environ, **(env or {})}
+    config = ClientServerConfig(server_command=SERVER, client_factory=factory, server_env=server_env)
+    client = await config.start()
+    s = Session(client)
+    holder["session"] = s
+    try:
+        await client.initialize_session(types.InitializeParams(
+            capabilities=caps or capabilities(), initialization_options=options, process_id=os.getpid()))
+        if wait:
+            await s.wait_ready()
+        yield s
+    finally:
+        try:
+            await asyncio.wait_for(client.shutdown_session(), 20)
+        except Exception:
+            pass
+        server = getattr(client, "_server", None)
+        await client.stop()
+        if server is not None and server.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                server.kill()
+
+
+def kill_pid(pid: int | None) -> None:
+    if not pid:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGKILL)
+
+
+# ---- fixtures (import them into a test module to use them) -----------------------------------
+
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> str:
+    """A tiny random-weight checkpoint in the real layout (FIM tokens, mask noise)."""
+    from diffill.model import build_random_checkpoint
+    out = tmp_path_factory.mktemp("tiny") / "model"
+    build_random_checkpoint(out, fim=True, noise="mask", prompt_format="fim", canvas_length=32)
+    return str(out)
+
+
+def daemon_pid(socket_path: str) -> int | None:
+    try:
+        with open(socket_path + ".lock") as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def stop_daemon(socket_path: str, timeout: float = 10.0) -> None:
+    pid = daemon_pid(socket_path)
+    if not pid:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    kill_pid(pid)
+
+
+@pytest.fixture
+def socket_dir():
+    """A short private folder for worker sockets; any worker started there is stopped afterwards."""
+    d = tempfile.mkdtemp(prefix="dft-", dir="/tmp")
+    os.chmod(d, 0o700)
+    yield d
+    for name in os.listdir(d):
+        if name.endswith(".lock"):
+            stop_daemon(os.path.join(d, name[: -len(".lock")]))
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def shared_worker(tmp_path_factory):
+    """The socket path of a shared worker used by a whole test module (started by the first server)."""
+    d = tempfile.mkdtemp(prefix="dfm-", dir="/tmp")
+    os.chmod(d, 0o700)
+    path = os.path.join(d, "w.sock")
+    yield path
+    stop_daemon(path)
+    shutil.rmtree(d, ignore_errors=True)

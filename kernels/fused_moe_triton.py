@@ -197,8 +197,8 @@ def default_config(M: int, fmt: str, interpret: bool = False) -> dict:
 
 
 def get_config(M: int, E: int, H: int, I: int, fmt: str, device: str) -> dict:
-    """The table entry with the nearest token count, else the default."""
-    table = load_config_table(E, H, I, device, fmt) if device != "cpu" else None
+    """The table entry with the nearest token count (the smaller on a tie), else the default."""
+    table = load_config_table(E, H, I, device, fmt)
     if table:
         return table[min(table, key=lambda m: (abs(m - M), m))]
     return default_config(M, fmt, interpret=device == "cpu")
@@ -240,43 +240,55 @@ def fused_moe(x, gate_up, down, topk_weights, topk_ids, *, config: dict = None, 
         return torch.zeros_like(x)
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-    interpret = not x.is_cuda
     if config is None:
         config = get_config(M, E, H, I, weight_format(gate_up), device_name(x.device))
-    block_m = config["BLOCK_M"]
-    dot_fp32 = x.dtype == torch.float32 or (interpret and x.dtype == torch.bfloat16)
+    routing = align(topk_ids, E, config["BLOCK_M"])
+    inter = gemm1(x.contiguous(), gate_up, routing, top_k, config)
+    out = gemm2(inter, down, topk_weights, routing, M, top_k, config, deterministic)
+    return out.to(x.dtype)
 
-    x = x.contiguous()
-    S = M * top_k
-    sorted_slots, block_expert, _ = align(topk_ids, E, block_m)
-    num_blocks = block_expert.numel()
-    topk_weights = topk_weights.reshape(-1).float().contiguous()
 
+def _dot_fp32(t: torch.Tensor) -> bool:
+    """fp32 inputs use exact fp32 dots; the interpreter's bf16 dot is wrong, so bf16 goes via fp32 there."""
+    return t.dtype == torch.float32 or (not t.is_cuda and t.dtype == torch.bfloat16)
+
+
+def gemm1(x, gate_up, routing, top_k: int, config: dict):
+    """GEMM 1 with GeGLU: inter [P, I] (x's dtype), row p for position p of sorted_slots."""
+    sorted_slots, block_expert, _ = routing
+    M, H = x.shape
+    I = gate_up.shape[1] // 2
     inter = torch.empty(sorted_slots.numel(), I, dtype=x.dtype, device=x.device)
-    w1, s1, fmt1, group1, ws1, ss1 = _weight_args(gate_up)
-    c1 = config["gemm1"]
-    bk1 = _block_k(c1, gate_up)
-    _gemm1_geglu_kernel[(num_blocks, triton.cdiv(I, c1["BLOCK_N"]))](
-        x, w1, s1, inter, sorted_slots, block_expert, H, I, top_k, S,
-        x.stride(0), ws1[0], ws1[1], ss1[0], ss1[1], ss1[2], inter.stride(0),
-        BLOCK_M=block_m, BLOCK_N=c1["BLOCK_N"], BLOCK_K=bk1, FORMAT=fmt1, GROUP=group1, DOT_FP32=dot_fp32,
-        **_launch_opts(c1))
+    w, s, fmt, group, ws, ss = _weight_args(gate_up)
+    cfg = config["gemm1"]
+    _gemm1_geglu_kernel[(block_expert.numel(), triton.cdiv(I, cfg["BLOCK_N"]))](
+        x, w, s, inter, sorted_slots, block_expert, H, I, top_k, M * top_k,
+        x.stride(0), ws[0], ws[1], ss[0], ss[1], ss[2], inter.stride(0),
+        BLOCK_M=config["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=_block_k(cfg, gate_up), FORMAT=fmt, GROUP=group,
+        DOT_FP32=_dot_fp32(x), **_launch_opts(cfg))
+    return inter
 
+
+def gemm2(inter, down, topk_weights, routing, M: int, top_k: int, config: dict, deterministic: bool = False):
+    """GEMM 2 with the routing weight and the top-k sum: fp32 [M, H]."""
+    sorted_slots, block_expert, _ = routing
+    H, I = down.shape[1], down.shape[2]
+    S = M * top_k
+    topk_weights = topk_weights.reshape(-1).float().contiguous()
     if deterministic:
-        out = torch.empty(S, H, dtype=torch.float32, device=x.device)
+        out = torch.empty(S, H, dtype=torch.float32, device=inter.device)
     else:
-        out = torch.zeros(M, H, dtype=torch.float32, device=x.device)
-    w2, s2, fmt2, group2, ws2, ss2 = _weight_args(down)
-    c2 = config["gemm2"]
-    bk2 = _block_k(c2, down)
-    _gemm2_down_kernel[(num_blocks, triton.cdiv(H, c2["BLOCK_N"]))](
-        inter, w2, s2, out, topk_weights, sorted_slots, block_expert, H, I, top_k, S,
-        inter.stride(0), ws2[0], ws2[1], ss2[0], ss2[1], ss2[2], out.stride(0),
-        BLOCK_M=block_m, BLOCK_N=c2["BLOCK_N"], BLOCK_K=bk2, FORMAT=fmt2, GROUP=group2, DOT_FP32=dot_fp32,
-        PER_SLOT=deterministic, **_launch_opts(c2))
+        out = torch.zeros(M, H, dtype=torch.float32, device=inter.device)
+    w, s, fmt, group, ws, ss = _weight_args(down)
+    cfg = config["gemm2"]
+    _gemm2_down_kernel[(block_expert.numel(), triton.cdiv(H, cfg["BLOCK_N"]))](
+        inter, w, s, out, topk_weights, sorted_slots, block_expert, H, I, top_k, S,
+        inter.stride(0), ws[0], ws[1], ss[0], ss[1], ss[2], out.stride(0),
+        BLOCK_M=config["BLOCK_M"], BLOCK_N=cfg["BLOCK_N"], BLOCK_K=_block_k(cfg, down), FORMAT=fmt, GROUP=group,
+        DOT_FP32=_dot_fp32(inter), PER_SLOT=deterministic, **_launch_opts(cfg))
     if deterministic:
         out = out.view(M, top_k, H).sum(dim=1)
-    return out.to(x.dtype)
+    return out
 
 
 def _launch_opts(cfg: dict) -> dict:

@@ -13,6 +13,8 @@ from diffill import kernels  # noqa: E402
 from diffill.kernels import fused_moe_triton, moe_reference, route_triton  # noqa: E402
 from diffill.kernels.quant import quantize  # noqa: E402
 
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
 
 @pytest.fixture
 def backend():
@@ -41,10 +43,11 @@ def test_cpu_tensors_take_the_reference_by_default(backend):
 def test_forcing_triton_runs_the_kernels(backend):
     backend("triton")
     h, router, gate_up, down = inputs()
+    h, gate_up, down, router = h.to(DEVICE), gate_up.to(DEVICE), down.to(DEVICE), [t.to(DEVICE) for t in router]
     w, ids = kernels.route(h, *router, 2, 1e-6)
     w_t, ids_t = route_triton.route(h, *router, 2, 1e-6)
     assert torch.equal(w, w_t) and torch.equal(ids, ids_t)
-    q = quantize(gate_up, "int4", 16), quantize(down, "int4", 16)
+    q = quantize(gate_up, "int4", 32), quantize(down, "int4", 32)
     out = kernels.fused_moe(h, *q, w, ids)
     assert torch.equal(out, fused_moe_triton.fused_moe(h, *q, w, ids))
     torch.testing.assert_close(out, moe_reference.fused_moe(h, *q, w, ids), rtol=1e-4, atol=1e-5)
@@ -73,9 +76,10 @@ def test_importing_kernels_does_not_import_triton():
 
 def test_engine_gives_the_same_logits_on_either_backend(backend, tiny_checkpoint):
     from diffill.model import load_model
-    model = load_model(tiny_checkpoint)
+    model = load_model(tiny_checkpoint, device=DEVICE)
     g = torch.Generator().manual_seed(0)
-    prompt, canvas = torch.randint(5, 300, (1, 10), generator=g), torch.randint(5, 300, (1, 16), generator=g)
+    prompt = torch.randint(5, 300, (1, 10), generator=g).to(DEVICE)
+    canvas = torch.randint(5, 300, (1, 16), generator=g).to(DEVICE)
     results = {}
     for name in ("reference", "triton"):
         backend(name)

@@ -156,13 +156,8 @@ def depth_changes(text: str, language: str) -> list[tuple[int, int]]:
 
 
 def leading_closers(text: str) -> str:
-    """The run of closing brackets at the start of `text`, spaces between them allowed ("`) ]`")."""
-    out = []
-    for ch in text:
-        if ch in CLOSERS:
-            out.append(ch)
-        elif ch in " \t":
-            continue
-        else:
-            break
-    return "".join(out)
+    """The run of closing brackets at the very start of `text` (")];" -> ")]")."""
+    n = 0
+    while n < len(text) and text[n] in CLOSERS:
+        n += 1
+    return text[:n]

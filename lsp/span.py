@@ -229,7 +229,7 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
     line_prefix, rest = cursor.line_prefix, cursor.rest_of_line
 
     if line_prefix.strip():
-        only_closers = rest.strip() == brackets.leading_closers(rest) and len(rest.strip()) <= 3
+        only_closers = rest.strip() == brackets.leading_closers(rest.strip()) and len(rest.strip()) <= 3
         if only_closers and opens_block(line_prefix, cursor.language):
             header = line_prefix
         else:
@@ -288,7 +288,8 @@ def _indentation_is_structural_for_block(cursor: Cursor, header_indent: int) -> 
     nxt = cursor.next_code_line()
     prev_body = [columns(line) for line in cursor.previous_lines[-50:] if line.strip()]
     deeper = sum(1 for a, b in zip(prev_body, prev_body[1:]) if b > a)
-    return deeper >= 2 or (nxt is not None and columns(nxt) > header_indent)
+    here = _cursor_indent(cursor)
+    return deeper >= 2 or (nxt is not None and columns(nxt) > header_indent) or (here is not None and here > header_indent)
 
 
 _DOCSTRING_END = re.compile(r'^\s*[rRbBuU]?("""|\'\'\')')

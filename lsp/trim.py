@@ -254,24 +254,26 @@ def tidy_end(ctx: _Context, text: str) -> str:
 
 
 def _replaced_closers(ctx: _Context, text: str) -> int:
-    """How many characters of the rest of the line `text` replaces: the auto-closed brackets after
-    the cursor that the completion closes itself (their count beyond `close_depth`)."""
+    """How many characters of the rest of the line `text` replaces: the auto-closed brackets right
+    after the cursor that the completion types itself. The completion's unmatched closers, in
+    order, are paired with those brackets (the innermost open brackets, so the first to close);
+    pairing stops at the first that differs."""
     if not ctx.auto_closed:
         return 0
-    low = 0
+    unmatched = []
     depth = 0
-    for _, d in brackets.depth_changes(text, ctx.cursor.language):
-        depth = d
-        low = min(low, depth)
-    k = -low - ctx.span.close_depth
-    if k <= 0:
-        return 0
-    k = min(k, len(ctx.auto_closed))
-    rest = ctx.cursor.rest_of_line
-    seen = 0
-    for i, ch in enumerate(rest):
-        if ch in brackets.CLOSERS:
-            seen += 1
-            if seen == k:
-                return i + 1
-    return 0
+    mask = brackets.code_mask(text, ctx.cursor.language)
+    for i, ch in enumerate(text):
+        if not mask[i]:
+            continue
+        if ch in brackets.OPENERS:
+            depth += 1
+        elif ch in brackets.CLOSERS:
+            if depth == 0:
+                unmatched.append(ch)
+            else:
+                depth -= 1
+    k = 0
+    while k < len(unmatched) and k < len(ctx.auto_closed) and unmatched[k] == ctx.auto_closed[k]:
+        k += 1
+    return k  # auto_closed is a run of closers at the very start of the rest of the line

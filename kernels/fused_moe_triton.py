@@ -165,6 +165,7 @@ def weight_format(w) -> str:
     return w.format if isinstance(w, QuantWeight) else "bf16"
 
 
+@functools.lru_cache(maxsize=None)
 def device_name(device=None) -> str:
     """The name configs are filed under, e.g. NVIDIA_H100_80GB_HBM3; "cpu" when interpreting."""
     if device is not None and torch.device(device).type != "cuda":

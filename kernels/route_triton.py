@@ -63,7 +63,7 @@ def _route_kernel(h_ptr, proj_ptr, scale_ptr, expert_scale_ptr, weights_ptr, ids
     tl.store(ids_ptr + rows[:, None] * stride_im + cols[None, :], top_i, mask=out_mask)
 
 
-def route(h, proj, scale, per_expert_scale, top_k: int, eps: float, *, block_m: int = 16, block_h: int = 128):
+def route(h, proj, scale, per_expert_scale, top_k: int, eps: float, *, block_m: int = 16, block_h: int = None):
     """h: [M, H], proj: [E, H], scale: [H], per_expert_scale: [E].
     Returns (topk_weights [M, K] fp32, topk_ids [M, K] int32)."""
     M, H = h.shape
@@ -76,10 +76,12 @@ def route(h, proj, scale, per_expert_scale, top_k: int, eps: float, *, block_m: 
     ids = torch.empty(M, top_k, dtype=torch.int32, device=h.device)
     if M == 0:
         return weights, ids
+    if block_h is None:                     # the interpreter prefers few big tiles, the GPU fewer registers
+        block_h = 64 if h.is_cuda else 128
     _route_kernel[(triton.cdiv(M, block_m),)](
         h, proj, scale.contiguous(), per_expert_scale.contiguous(), weights, ids,
         M, H, E, eps, H ** -0.5,
         h.stride(0), proj.stride(0), weights.stride(0), ids.stride(0),
-        TOP_K=top_k, K_PAD=triton.next_power_of_2(top_k), E_PAD=max(16, triton.next_power_of_2(E)),
+        TOP_K=top_k, K_PAD=max(2, triton.next_power_of_2(top_k)), E_PAD=max(16, triton.next_power_of_2(E)),
         BLOCK_M=block_m, BLOCK_H=block_h, num_warps=4)
     return weights, ids

@@ -7,7 +7,9 @@
   (TRITON_INTERPRET=1 is set before the kernels are first imported), which is slow and meant for tests.
 Choose with the environment variable DIFFILL_MOE_BACKEND or `set_backend(name)`.
 
-Expert weights may be plain tensors or quant.QuantWeight (fp8, int4). This package never imports
+The Triton kernels have no backward: when autograd needs gradients through these calls, "auto"
+takes the reference and "triton" raises. Expert weights may be plain tensors or quant.QuantWeight
+(fp8, int4). This package never imports
 diffill.model or diffill.lsp, and imports Triton only when a Triton kernel is first used.
 """
 import importlib.util
@@ -46,8 +48,17 @@ def _triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 
 
-def _use_triton(t: torch.Tensor) -> bool:
+def _needs_grad(tensors) -> bool:
+    return torch.is_grad_enabled() and any(isinstance(t, torch.Tensor) and t.requires_grad for t in tensors)
+
+
+def _use_triton(t: torch.Tensor, *args) -> bool:
     if _backend == "reference":
+        return False
+    if _needs_grad((t, *args)):
+        if _backend == "triton":
+            raise RuntimeError("the MoE backend is 'triton' but gradients are needed and the Triton kernels have "
+                               "no backward: run under torch.no_grad(), or use the 'auto' or 'reference' backend")
         return False
     if _backend == "triton":
         if not _triton_installed():
@@ -70,7 +81,7 @@ def _triton_modules():
 def route(h, proj, scale, per_expert_scale, top_k: int, eps: float):
     """Gemma 4 router. h: [M, H], proj: [E, H], scale: [H], per_expert_scale: [E].
     Returns (topk_weights [M, K] fp32, topk_ids [M, K] int32)."""
-    if _use_triton(h):
+    if _use_triton(h, proj, scale, per_expert_scale):
         return _triton_modules()[0].route(h, proj, scale, per_expert_scale, top_k, eps)
     return moe_reference.route(h, proj, scale, per_expert_scale, top_k, eps)
 
@@ -78,6 +89,6 @@ def route(h, proj, scale, per_expert_scale, top_k: int, eps: float):
 def fused_moe(x, gate_up, down, topk_weights, topk_ids):
     """Experts: x [M, H], gate_up [E, 2I, H], down [E, H, I] (tensors or QuantWeight),
     topk_weights [M, K] fp32, topk_ids [M, K]. Returns [M, H] in x's dtype."""
-    if _use_triton(x):
+    if _use_triton(x, gate_up, down, topk_weights):
         return _triton_modules()[1].fused_moe(x, gate_up, down, topk_weights, topk_ids)
     return moe_reference.fused_moe(x, gate_up, down, topk_weights, topk_ids)

@@ -53,6 +53,21 @@ def test_forcing_triton_runs_the_kernels(backend):
     torch.testing.assert_close(out, moe_reference.fused_moe(h, *q, w, ids), rtol=1e-4, atol=1e-5)
 
 
+def test_gradients_never_go_through_the_triton_kernels(backend):
+    h, router, gate_up, down = inputs()
+    gate_up = gate_up.to(DEVICE).requires_grad_()
+    h, down, router = h.to(DEVICE), down.to(DEVICE), [t.to(DEVICE) for t in router]
+    w, ids = moe_reference.route(h, *router, 2, 1e-6)
+    backend("auto")                                       # falls back to the reference, which has a backward
+    kernels.fused_moe(h, gate_up, down, w, ids).sum().backward()
+    assert gate_up.grad is not None and gate_up.grad.abs().sum() > 0
+    backend("triton")
+    with pytest.raises(RuntimeError, match="no backward"):
+        kernels.fused_moe(h, gate_up, down, w, ids)
+    with torch.no_grad():                                 # inference: the kernels run
+        assert kernels.fused_moe(h, gate_up, down, w, ids).shape == h.shape
+
+
 def test_unknown_backend_is_refused(backend):
     with pytest.raises(ValueError, match="choose one of auto, reference, triton"):
         backend("cuda")

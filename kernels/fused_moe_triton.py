@@ -224,6 +224,9 @@ def _block_k(gemm_cfg: dict, w) -> int:
     if isinstance(w, QuantWeight) and w.format == "int4":
         while w.group_size % bk:
             bk //= 2
+        if bk < 32 and w.data.is_cuda:
+            raise ValueError(f"int4 group size {w.group_size} is too small for the GPU kernels: their K tiles "
+                             "must be at least 32 wide and inside one group (use a multiple of 32, such as 128)")
     return bk
 
 

@@ -76,13 +76,14 @@ def _space_step(lines: list[str], base: int) -> int:
     return step
 
 
-def reindent(text: str, file_style: IndentStyle, base_line: str) -> str:
+def reindent(text: str, file_style: IndentStyle, base_line: str, nearby: str = "") -> str:
     """Re-indent the continuation lines of a completion (every line after the first) into the
     file's style. `base_line` is the cursor's line up to the cursor: its indentation is the
     column the completion's levels count from.
 
     Only clear mismatches are changed: tab-indented lines in a space-indented file (or the
-    reverse), and space levels of another width than the file's when the file's width is known.
+    reverse), and space levels narrower than the file's when the file's width is known and the
+    code `nearby` (the lines around the cursor) does not itself use those columns.
     Lines that already fit the file are left as they are.
     """
     lines = text.split("\n")
@@ -115,9 +116,12 @@ def reindent(text: str, file_style: IndentStyle, base_line: str) -> str:
         step = _space_step(rest, base)
         if step not in (2, 3) or step >= want:
             return text
-        odd = sum(1 for line in rest if (len(leading_whitespace(line)) - base) % want)
-        if 2 * odd < len(rest):  # most lines already sit on the file's levels
-            return text
+        off_grid = {len(leading_whitespace(line)) for line in rest if (len(leading_whitespace(line)) - base) % want}
+        if 2 * sum(1 for line in rest if len(leading_whitespace(line)) in off_grid) < len(rest):
+            return text  # most lines already sit on the file's levels
+        used_nearby = {len(leading_whitespace(line)) for line in nearby.split("\n") if line.strip()}
+        if off_grid & used_nearby:
+            return text  # the code around the cursor uses these columns itself
         if any(len(leading_whitespace(line)) < base for line in rest):
             return text
         out = [lines[0]]

@@ -156,30 +156,60 @@ def opens_block(line: str, language: str) -> bool:
         "yaml", "nim", "coffeescript"))
 
 
+CLASS_TYPES = {
+    "class_definition", "class_declaration", "class", "impl_item", "trait_item", "mod_item",
+    "interface_declaration", "enum_declaration", "record_declaration", "class_specifier",
+    "struct_specifier", "namespace_definition",
+}
+
+
 def enclosing_definition_indent(cursor: Cursor, tree, offset: int) -> int | None:
-    """Column of the innermost definition (function, class, ...) around the cursor."""
+    """Column of the definition (function, class, ...) whose body the cursor is in.
+
+    A function nested in a function is part of the outer one's body (a completion may finish the
+    helper and go on with the outer function), so the outermost of directly nested functions
+    counts; a method counts by itself, not its class.
+    """
+    lines = cursor.previous_lines + [cursor.line_prefix]
     if tree is not None:
-        node = syntax.node_at(tree, offset)
-        data = tree.root_node
-        for anc in syntax.ancestors(node):
-            if anc.type in DEFINITION_TYPES and anc.start_byte < offset and anc is not data:
-                row = anc.start_point[0]
-                lines = cursor.previous_lines + [cursor.line_prefix]
-                if row < len(lines):
-                    return columns(lines[row])
+        found = None
+        for anc in syntax.ancestors(syntax.node_at(tree, offset)):
+            if anc.type not in DEFINITION_TYPES or anc.type == "decorated_definition" or anc.start_byte >= offset:
+                continue
+            if anc.start_point[0] >= len(lines):
+                continue
+            if found is None:
+                found = anc
+            elif anc.type not in CLASS_TYPES and found.type not in CLASS_TYPES:
+                found = anc
+            else:
+                break
+        if found is not None:
+            return columns(lines[found.start_point[0]])
     # text rule: nearest header line above that is indented less than the code at the cursor
     here = _cursor_indent(cursor)
     if here is None:
         return None
+    found_col = None
+    found_is_class = False
     for line in reversed(cursor.previous_lines[-400:]):
         if not line.strip():
             continue
         col = columns(line)
-        if col < here and _is_definition_header(line, cursor.language):
-            return col
+        limit = here if found_col is None else found_col
+        if col < limit and _is_definition_header(line, cursor.language):
+            is_class = bool(_CLASS_HEADER.match(line))
+            if found_col is not None and (is_class or found_is_class):
+                break
+            found_col, found_is_class = col, is_class
+        elif col < limit and found_col is not None:
+            break  # other code between: the header found is not nested in a function
         if col == 0 and cursor.language == "python":
             break
-    return None
+    return found_col
+
+
+_CLASS_HEADER = re.compile(r"^\s*((public|private|protected|internal|static|abstract|final|sealed|export|pub)\s+)*(class|struct|interface|enum|record|namespace|impl|trait|mod)\b")
 
 
 def _cursor_indent(cursor: Cursor) -> int | None:

@@ -232,7 +232,8 @@ def reindent_continuation(ctx: _Context, text: str) -> str:
     if "\n" not in text:
         return text
     sample = ctx.cursor.prefix[-6000:] + ctx.cursor.suffix[:3000]
-    return reindent(text, detect_style(sample), ctx.cursor.line_prefix)
+    nearby = "\n".join(ctx.cursor.previous_lines[-30:] + ctx.cursor.suffix_lines[1:30])
+    return reindent(text, detect_style(sample), ctx.cursor.line_prefix, nearby)
 
 
 def tidy_end(ctx: _Context, text: str) -> str:

@@ -91,13 +91,13 @@ def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report
     dev = model.device
     canvas = _apply_clamp(torch.randint(0, v, (b, c), device=dev, generator=gen), clamp)
     argmax = canvas
-    sc = None
+    sc = sc_probs = None
     history = None
     finished = torch.zeros(b, dtype=torch.bool, device=dev)
     steps = 0
     for n in range(max_steps, 0, -1):
-        logits = model.denoise(canvas, cache, sc)
-        proc = logits / linear_temperature(settings, n, max_steps)
+        logits = model.denoise(canvas, cache, self_cond_probs=sc_probs)
+        proc = logits.div_(linear_temperature(settings, n, max_steps))
         probs = torch.softmax(proc, dim=-1, dtype=torch.float32)
         sample = torch.multinomial(probs.view(-1, v), 1, generator=gen).view(b, c)
         new_argmax = proc.argmax(-1)
@@ -110,7 +110,8 @@ def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report
             new_argmax = torch.where(finished[:, None], argmax, new_argmax)
             new_canvas = torch.where(finished[:, None], canvas, new_canvas)
             proc = torch.where(finished[:, None, None], sc, proc)
-            ent = torch.where(finished[:, None], _entropy(proc, torch.softmax(proc, -1)), ent)
+            probs = torch.softmax(proc, dim=-1, dtype=torch.float32)
+            ent = torch.where(finished[:, None], _entropy(proc, probs), ent)
         if settings.stability_threshold == 0:
             stable = torch.ones(b, dtype=torch.bool, device=dev)
         else:
@@ -120,7 +121,7 @@ def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report
             history = torch.roll(history, -1, 0)
             history[-1] = new_argmax
         finished |= stable & (ent.mean(-1) < settings.confidence_threshold)
-        canvas, argmax, sc = _apply_clamp(new_canvas, clamp), new_argmax, proc
+        canvas, argmax, sc, sc_probs = _apply_clamp(new_canvas, clamp), new_argmax, proc, probs
         steps += 1
         report(steps, int(accept.sum()), float(ent.mean()), bool(finished.all()))
         if finished.all():

@@ -78,5 +78,6 @@ def byte_level_tokenizer(extra_specials: list[str] = (), vocab_size: int | None 
     tok = _HFTokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    fillers = [t for t in vocab if t.startswith("<unused")]
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials + fillers])
     return tok

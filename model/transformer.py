@@ -215,7 +215,7 @@ class DiffusionGemma(nn.Module):
         w = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(h, w).float()
         cap = self.config.final_logit_softcapping
-        return logits if cap is None else torch.tanh(logits / cap) * cap
+        return logits if cap is None else logits.div_(cap).tanh_().mul_(cap)  # in place: [B, C, V] is large
 
     def _rope(self, positions, dtype):
         tables, out = {}, []
@@ -265,24 +265,29 @@ class DiffusionGemma(nn.Module):
         return cache
 
     # -- decoder ----------------------------------------------------------------------------------
-    def soft_embedding(self, logits):
-        """Self-conditioning signal: softmax(logits) @ E * sqrt(H)."""
+    def soft_embedding(self, logits=None, probs=None):
+        """Self-conditioning signal: softmax(logits) @ E * sqrt(H) (or probs @ E when already known)."""
         w = self.embed_tokens.weight
-        p = torch.softmax(logits, dim=-1, dtype=torch.float32).to(w.dtype)
+        p = (torch.softmax(logits, dim=-1, dtype=torch.float32) if probs is None else probs).to(w.dtype)
         return (p @ w) * torch.tensor(self.config.hidden_size ** 0.5, dtype=w.dtype)
 
-    def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_cond_logits: torch.Tensor | None = None):
-        """One decoder pass: canvas [B, C] over the cache -> fp32 soft-capped logits [B, C, V]."""
-        return self.head(self.decode_hidden(canvas_ids, cache, self_cond_logits))
+    def denoise(self, canvas_ids: torch.Tensor, cache: KVCache, self_cond_logits: torch.Tensor | None = None,
+                self_cond_probs: torch.Tensor | None = None):
+        """One decoder pass: canvas [B, C] over the cache -> fp32 soft-capped logits [B, C, V].
 
-    def decode_hidden(self, canvas_ids, cache: KVCache, self_cond_logits=None):
+        self_cond_probs = softmax(self_cond_logits) may be passed instead when the caller has it."""
+        return self.head(self.decode_hidden(canvas_ids, cache, self_cond_logits, self_cond_probs))
+
+    def decode_hidden(self, canvas_ids, cache: KVCache, self_cond_logits=None, self_cond_probs=None):
         cfg = self.config
         b, c = canvas_ids.shape
         if cache is None or cache.length == 0:
             raise ValueError("the decoder reads the encoder's cache: encode a prompt first")
         s = cache.length
-        x = self.self_conditioning(self.embed(canvas_ids),
-                                   None if self_cond_logits is None else self.soft_embedding(self_cond_logits))
+        soft = None
+        if self_cond_logits is not None or self_cond_probs is not None:
+            soft = self.soft_embedding(self_cond_logits, self_cond_probs)
+        x = self.self_conditioning(self.embed(canvas_ids), soft)
         ropes = self._rope(torch.arange(s, s + c, device=canvas_ids.device), x.dtype)
         # Sliding layers see the last W-1 cached positions, full layers all of them; the canvas sees
         # itself entirely. Only cached padding is masked.

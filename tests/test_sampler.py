@@ -60,9 +60,9 @@ def test_clamped_positions_are_reimposed_before_every_step(tiny_checkpoint):
     inputs = []
     original = m.denoise
 
-    def recording(canvas, cache, sc=None):
+    def recording(canvas, cache, *args, **kwargs):
         inputs.append(canvas.clone())
-        return original(canvas, cache, sc)
+        return original(canvas, cache, *args, **kwargs)
 
     m.denoise = recording
     sample(m, _prompt_cache(m), max_steps=5, seed=0, clamp=pins)
@@ -77,9 +77,9 @@ def test_mask_process_keeps_committed_tokens_and_fills_everything(fim_checkpoint
     inputs = []
     original = m.denoise
 
-    def recording(canvas, cache, sc=None):
+    def recording(canvas, cache, *args, **kwargs):
         inputs.append(canvas.clone())
-        return original(canvas, cache, sc)
+        return original(canvas, cache, *args, **kwargs)
 
     m.denoise = recording
     r = sample(m, _prompt_cache(m), max_steps=6, seed=0)

@@ -116,7 +116,9 @@ def reindent(text: str, file_style: IndentStyle, base_line: str, nearby: str = "
         step = _space_step(rest, base)
         if step not in (2, 3) or step >= want:
             return text
-        off_grid = {len(leading_whitespace(line)) for line in rest if (len(leading_whitespace(line)) - base) % want}
+        if base % want:
+            return text  # the cursor's own line is off the file's grid: nothing to align to
+        off_grid = {len(leading_whitespace(line)) for line in rest if len(leading_whitespace(line)) % want}
         if 2 * sum(1 for line in rest if len(leading_whitespace(line)) in off_grid) < len(rest):
             return text  # most lines already sit on the file's levels
         used_nearby = {len(leading_whitespace(line)) for line in nearby.split("\n") if line.strip()}

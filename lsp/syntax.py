@@ -181,6 +181,27 @@ def count_errors(tree: Tree | None) -> int:
     return count
 
 
+def error_extent(tree: Tree | None) -> tuple[int, int]:
+    """(number of ERROR and MISSING nodes, bytes covered by outermost ERROR nodes); (0, 0) for None.
+
+    The byte count tells a small local error from garbage that error recovery folds into one node.
+    """
+    if tree is None or not tree.root_node.has_error:
+        return 0, 0
+    count = size = 0
+    stack = [(tree.root_node, False)]
+    while stack:
+        node, inside_error = stack.pop()
+        if node.is_error or node.is_missing:
+            count += 1
+            if node.is_error and not inside_error:
+                size += node.end_byte - node.start_byte
+        for child in node.children:
+            if child.has_error or child.is_missing:
+                stack.append((child, inside_error or node.is_error))
+    return count, size
+
+
 def node_at(tree: Tree, byte_offset: int) -> Node:
     """The smallest node that contains `byte_offset` (the node just before it at a boundary)."""
     root = tree.root_node

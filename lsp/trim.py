@@ -140,7 +140,8 @@ def cut_at_span_end(ctx: _Context, text: str) -> str:
                 return text[:i]
             line_start = i + 1
             line = text[line_start:text.find("\n", line_start) if "\n" in text[line_start:] else n]
-            if line.strip() and depth <= 0 and (line_start >= n or mask[line_start + len(line) - len(line.lstrip())]):
+            first = line_start + len(line) - len(line.lstrip())
+            if line.strip() and depth <= 0 and (mask[first] or _starts_comment(line.lstrip(), language)):
                 if not ctx.echo_confirmed and _ends_span_by_indent(ctx, line):
                     return text[:i + 1]  # keep the line break: tidy_end decides about it
             i += 1
@@ -155,6 +156,13 @@ def cut_at_span_end(ctx: _Context, text: str) -> str:
                 return text[:line_start] if head.strip() == "" and line_start > 0 else text[:i]
         i += 1
     return text
+
+
+def _starts_comment(stripped: str, language: str) -> bool:
+    """Does a line (stripped of indentation) start a comment, rather than continue a string?"""
+    if language == "python":
+        return stripped.startswith("#")
+    return stripped.startswith(("//", "/*")) or (not syntax.has_grammar(language) and stripped.startswith(("#", "--")))
 
 
 def _ends_span_by_indent(ctx: _Context, line: str) -> bool:
@@ -194,24 +202,41 @@ def drop_duplicated_closing_line(ctx: _Context, text: str) -> str:
     if rest and last_start == 0:
         cut = rest_of_line_cut(ctx.cursor, text)  # a one-line completion that ends with the closers
         return text if cut is None else text[:cut]
-    if not rest or text[last_start:].strip() != rest:
+    if not rest:
         return text
-    return text[:last_start + len(text[last_start:]) - len(text[last_start:].lstrip())]
+    if text[last_start:].strip() == rest:
+        return text[:last_start + len(text[last_start:]) - len(text[last_start:].lstrip())]
+    # the last line ends with the closers after the cursor, which nothing in the completion opened
+    end = len(text.rstrip())
+    if brackets.leading_closers(rest) == rest and text[:end].endswith(rest):
+        head = text[:end - len(rest)]
+        if not brackets.open_stack(head, ctx.cursor.language) and _never_below_zero(head, ctx.cursor.language):
+            return head.rstrip(" \t")
+    return text
 
 
-def _errors(ctx: _Context, text: str) -> int:
+def _never_below_zero(text: str, language: str) -> bool:
+    return all(depth >= 0 for _, depth in brackets.depth_changes(text, language))
+
+
+def _errors(ctx: _Context, text: str) -> tuple[int, int]:
     cursor = ctx.cursor
     consumed = _replaced_closers(ctx, text)
-    return syntax.count_errors(ctx.document.update(cursor.prefix + text + cursor.suffix[consumed:]))
+    return syntax.error_extent(ctx.document.update(cursor.prefix + text + cursor.suffix[consumed:]))
+
+
+def _adds_no_errors(errors: tuple[int, int], baseline: tuple[int, int]) -> bool:
+    return errors[0] <= baseline[0] and errors[1] <= baseline[1]
 
 
 def prefer_parse_clean_cut(ctx: _Context, text: str, max_candidates: int = 48) -> str:
-    """When prefix + text + suffix has more parse errors than prefix + suffix, try shorter cuts at
-    line ends (longest first) and take the first that adds none; otherwise keep `text`."""
+    """When prefix + text + suffix has more parse errors than prefix + suffix (more error nodes, or
+    errors over more bytes), try shorter cuts at line ends (longest first) and take the first that
+    adds none; otherwise keep `text`."""
     if ctx.document is None:
         return text
-    baseline = syntax.count_errors(ctx.document.update(ctx.cursor.prefix + ctx.cursor.suffix))
-    if _errors(ctx, text) <= baseline:
+    baseline = syntax.error_extent(ctx.document.update(ctx.cursor.prefix + ctx.cursor.suffix))
+    if _adds_no_errors(_errors(ctx, text), baseline):
         return text
     ends = [i for i, ch in enumerate(text) if ch == "\n"]
     tried = 0
@@ -219,7 +244,7 @@ def prefer_parse_clean_cut(ctx: _Context, text: str, max_candidates: int = 48) -
         candidate = text[:end].rstrip(" \t")
         if not candidate.strip():
             break
-        if _errors(ctx, candidate) <= baseline:
+        if _adds_no_errors(_errors(ctx, candidate), baseline):
             return candidate
         tried += 1
         if tried >= max_candidates:

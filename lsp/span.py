@@ -171,13 +171,19 @@ def enclosing_definition_indent(cursor: Cursor, tree, offset: int) -> int | None
     counts; a method counts by itself, not its class.
     """
     lines = cursor.previous_lines + [cursor.line_prefix]
+    here = _cursor_indent(cursor)
     if tree is not None:
+        # probe at the last code before the cursor: trailing blank lines lie outside a node
+        code_end = len(cursor.prefix.rstrip())
+        probe = len(cursor.prefix[:code_end].encode("utf-8")) - 1 if code_end else offset
         found = None
-        for anc in syntax.ancestors(syntax.node_at(tree, offset)):
+        for anc in syntax.ancestors(syntax.node_at(tree, max(probe, 0))):
             if anc.type not in DEFINITION_TYPES or anc.type == "decorated_definition" or anc.start_byte >= offset:
                 continue
             if anc.start_point[0] >= len(lines):
                 continue
+            if here is not None and columns(lines[anc.start_point[0]]) >= here and not cursor.line_prefix.strip():
+                continue  # the cursor sits at or left of this header: it is not in its body
             if found is None:
                 found = anc
             elif anc.type not in CLASS_TYPES and found.type not in CLASS_TYPES:
@@ -187,7 +193,6 @@ def enclosing_definition_indent(cursor: Cursor, tree, offset: int) -> int | None
         if found is not None:
             return columns(lines[found.start_point[0]])
     # text rule: nearest header line above that is indented less than the code at the cursor
-    here = _cursor_indent(cursor)
     if here is None:
         return None
     found_col = None
@@ -246,7 +251,7 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
     tree = None
     offset = len(cursor.prefix.encode("utf-8"))
     if cursor.has_grammar:
-        tree = syntax.parse(cursor.language, cursor.prefix + cursor.suffix)
+        tree = syntax.shared_document(cursor.language).update(cursor.prefix + cursor.suffix)
     if not complete_in_comments:
         inside = _in_string_or_comment_tree(tree, offset) if tree is not None else None
         if inside is None:

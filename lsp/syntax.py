@@ -165,6 +165,21 @@ class Document:
         return self.tree
 
 
+_SHARED: dict[str, Document] = {}
+
+
+def shared_document(language: str) -> Document | None:
+    """A `Document` per language kept between calls, so that successive parses of nearby texts
+    (the same file keystroke after keystroke, or candidate completions) reuse the last tree.
+    None for fallback languages. Not thread-safe: call from one thread (the server's event loop)."""
+    key = canonical_language(language)
+    if key not in GRAMMARS:
+        return None
+    if key not in _SHARED:
+        _SHARED[key] = Document(key)
+    return _SHARED[key]
+
+
 def count_errors(tree: Tree | None) -> int:
     """Number of ERROR and MISSING nodes in a tree (0 for None); visits only subtrees with errors."""
     if tree is None or not tree.root_node.has_error:

@@ -82,7 +82,7 @@ def _trim(language: str, prefix: str, suffix: str, completion: str, span: Span) 
     if not span.wants_completion or not completion:
         return EMPTY
     cursor = Cursor.of(language, prefix, suffix)
-    document = syntax.Document(cursor.language) if cursor.has_grammar else None
+    document = syntax.shared_document(cursor.language)
     ctx = _Context(cursor, span, brackets.leading_closers(cursor.rest_of_line), document)
     text = normalise_newlines(completion)
     for step in (cut_at_suffix_echo, cut_at_rest_of_line_echo, cut_at_span_end, drop_duplicated_closing_line,

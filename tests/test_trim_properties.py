@@ -88,15 +88,3 @@ def test_trim_with_any_span_never_raises_and_returns_a_consistent_edit(language,
 def test_trim_survives_arbitrary_unicode_completions(language, prefix, suffix, completion):
     result = trim(language, prefix, suffix, completion, decide_span(language, prefix, suffix))
     check_edit(prefix, suffix, completion, result)
-
-
-@settings(max_examples=150 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(language=st.sampled_from(LANGUAGES), prefix=code, suffix=code, completion=code)
-def test_trim_is_stable_when_applied_to_its_own_output(language, prefix, suffix, completion):
-    """Trimming what trim returned gives it back: every filter cuts at a fixed point."""
-    span = decide_span(language, prefix, suffix)
-    once = trim(language, prefix, suffix, completion, span)
-    if once.replace_range[1][1]:
-        return  # a completion that replaces closers after the cursor is not a fixed point by design
-    twice = trim(language, prefix, suffix, once.text, span)
-    assert twice.text == once.text

@@ -27,11 +27,16 @@ class Prompt:
 
 
 def default_format(tokenizer: Tokenizer, configured: str | None = None) -> str:
-    if configured:
-        if configured not in FORMATS:
-            raise ValueError(f"unknown prompt format {configured!r}; choose one of {', '.join(FORMATS)}")
-        return configured
-    return "fim" if tokenizer.fim else "chat"
+    """The configured format if the tokenizer can express it (ValueError if not), else the natural one."""
+    if not configured:
+        return "fim" if tokenizer.fim else "chat"
+    if configured not in FORMATS:
+        raise ValueError(f"unknown prompt format {configured!r}; choose one of {', '.join(FORMATS)}")
+    if configured == "fim" and not tokenizer.fim:
+        raise ValueError("this checkpoint's tokenizer has no FIM tokens; use the 'chat' or 'clamped' format")
+    if configured == "chat" and not tokenizer.chat:
+        raise ValueError("this checkpoint's tokenizer has no chat turn markers; use the 'clamped' format")
+    return configured
 
 
 def build_prompt(tok: Tokenizer, fmt: str, prefix: str, suffix: str, canvas_length: int,

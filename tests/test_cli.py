@@ -32,6 +32,22 @@ def test_complete_fills_at_line_and_column(fim_checkpoint, tmp_path):
     assert out["steps"] >= 1
 
 
+@pytest.mark.parametrize("fmt", ["chat", "clamped"])
+def test_complete_with_diffusiongemma_prompt_formats(tiny_checkpoint, tmp_path, fmt):
+    f = tmp_path / "a.py"
+    f.write_text("def add(a, b):\n    return \n\nprint(add(1, 2))\n")
+    out = json.loads(run("complete", f"{f}:2:12", "--model", tiny_checkpoint, "--steps", "3", "--prompt-format",
+                         fmt, "--json").stdout)
+    assert out["steps"] >= 1
+
+
+def test_complete_refuses_a_format_the_checkpoint_cannot_do(tiny_checkpoint, tmp_path):
+    f = tmp_path / "a.py"
+    f.write_text("x = \n")
+    p = run("complete", f"{f}:1:5", "--model", tiny_checkpoint, "--prompt-format", "fim", check=False)
+    assert p.returncode == 2 and "no FIM tokens" in p.stderr
+
+
 @pytest.mark.parametrize("content,target,message", [
     (None, "missing.py:1:1", "no such file"),
     (b"\x00\x01binary\x00", "bin.py:1:1", "looks binary"),

@@ -27,6 +27,9 @@ def add_arguments(p):
     p.add_argument("--steps", type=int, help="maximum denoising steps")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--prompt-format", choices=["fim", "chat", "clamped"],
+                   help="how the hole is shown to the model (default: the checkpoint's: fim when its "
+                        "tokenizer has FIM tokens, else chat)")
     p.add_argument("--json", action="store_true", help='print {"text", "steps", "ms"}')
 
 
@@ -98,7 +101,12 @@ def print_completion(args, path: Path, prefix: str, suffix: str) -> int:
     model, note = open_model(args.model, args.device)
     if note:
         print(note, file=sys.stderr)
-    text, res, span = complete_text(Infiller(model), language, prefix, suffix, args.steps, args.seed)
+    try:
+        infiller = Infiller(model, prompt_format=args.prompt_format)
+    except ValueError as exc:
+        print(f"diffill complete: {exc}", file=sys.stderr)
+        return 2
+    text, res, span = complete_text(infiller, language, prefix, suffix, args.steps, args.seed)
     steps, ms = (res.steps, round(res.ms, 1)) if res else (0, 0.0)
     if args.json:
         print(json.dumps({"text": text, "steps": steps, "ms": ms}))

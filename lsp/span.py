@@ -10,6 +10,10 @@ Kinds:
     block       the body of a block just opened (`if x:` / `{` at the end of the line above)
     definition  the body of a definition after its signature or docstring
     statements  statements from an empty line up to the end of the enclosing block
+
+The server calls `decide_span` first; a span with `wants_completion` False (canvas 0) means no
+model call. Otherwise it fills a canvas of `canvas_length` tokens and hands the raw text with the
+same span to `trim.trim`.
 """
 from __future__ import annotations
 
@@ -34,11 +38,13 @@ class Span:
     canvas_length: tokens to give the model's canvas: 32, 64, 128 or 256 (0 for "none").
     max_lines: the completion may have at most this many lines (its first line included).
     single_line: the completion ends at its first line break outside brackets it opened itself.
-    stop_indent: a completion line after the first that is not blank, not inside brackets and
-        indented this many columns or fewer (tabs count 4) ends the completion before it;
-        None when indentation says nothing (unknown structure, or the line kind).
-    stop_at_blank_dedent: a blank line followed by a line indented at or below `stop_indent`
-        ends the completion at the blank line (what a streaming sampler can check early).
+    stop_indent: a completion line after the first that is not blank, not inside brackets it
+        opened and indented this many columns or fewer (tabs count 4) ends the completion before
+        it (`else:`-like clauses at exactly that column continue it); None when indentation says
+        nothing (unknown structure, unindented code, or the line kind). `trim` skips this rule when
+        the completion goes on to repeat the code below the cursor: that repeat marks the end.
+    stop_at_blank_dedent: a hint for a streaming sampler: a blank line followed by a line at or
+        below `stop_indent` already ends the span, so generation may stop at the blank line.
     close_depth: how many brackets open at the cursor the suffix does not close; the completion
         may close that many (plus closers the editor auto-inserted right after the cursor, which
         `trim` replaces); a closer beyond that ends the completion.
@@ -273,11 +279,8 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
     else:
         prev = cursor.previous_code_line()
         header = prev if prev is not None and opens_block(prev, cursor.language) else None
-        if header is not None and cursor.language == "python":
-            # an empty line right after `def f():` and its docstring is still the definition's body
-            pass
-        if header is None and cursor.language == "python" and prev is not None and _after_docstring(cursor):
-            header = _docstring_owner(cursor)
+        if header is None and cursor.language == "python" and prev is not None:
+            header = _docstring_owner(cursor)  # an empty line after a def's docstring: its body
 
     if header is not None:
         header_indent = columns(header)
@@ -285,6 +288,8 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
         stop = header_indent if _indentation_is_structural_for_block(cursor, header_indent) else None
         if kind == "block" and stop is not None:
             stop = _block_stop(cursor, tree, offset, header_indent)
+        elif kind == "definition" and stop is not None and not _CLASS_HEADER.match(header):
+            stop = _outer_function_indent(cursor, header, header_indent)
         return Span(kind, CANVAS[kind], MAX_LINES[kind], stop_indent=stop,
                     stop_at_blank_dedent=stop is not None, close_depth=close_depth)
 
@@ -294,6 +299,28 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
         stop = definition_indent
     return Span("statements", CANVAS["statements"], MAX_LINES["statements"], stop_indent=stop,
                 close_depth=close_depth)
+
+
+def _outer_function_indent(cursor: Cursor, header: str, header_indent: int) -> int:
+    """A function header nested directly in another function's body belongs to that function:
+    the completion may finish the helper and go on with the outer body (see
+    enclosing_definition_indent). Returns the column where the completion must stop."""
+    lines = cursor.previous_lines[-400:] + [cursor.line_prefix]
+    try:
+        start = len(lines) - 1 - lines[::-1].index(header)
+    except ValueError:
+        return header_indent
+    limit, stop = header_indent, header_indent
+    for line in reversed(lines[:start]):
+        if not line.strip():
+            continue
+        col = columns(line)
+        if col >= limit:
+            continue
+        if not _is_definition_header(line, cursor.language) or _CLASS_HEADER.match(line):
+            break
+        limit = stop = col
+    return stop
 
 
 def _block_stop(cursor: Cursor, tree, offset: int, header_indent: int) -> int | None:
@@ -330,12 +357,8 @@ def _indentation_is_structural_for_block(cursor: Cursor, header_indent: int) -> 
 _DOCSTRING_END = re.compile(r'^\s*[rRbBuU]?("""|\'\'\')')
 
 
-def _after_docstring(cursor: Cursor) -> bool:
-    """Python: is the line above the end of a docstring that directly follows a `def`/`class`?"""
-    return _docstring_owner(cursor) is not None
-
-
 def _docstring_owner(cursor: Cursor) -> str | None:
+    """Python: the `def`/`class` line whose docstring ends on the code line above the cursor."""
     lines = cursor.previous_lines[-200:]
     i = len(lines) - 1
     while i >= 0 and not lines[i].strip():

@@ -126,6 +126,7 @@ def cut_at_span_end(ctx: _Context, text: str) -> str:
     line_start = 0
     line_index = 0
     block_closed = False
+    opened_at: list[int] = []  # indentation of the line of each bracket the completion opened
     i = 0
     n = len(text)
     while i < n:
@@ -141,15 +142,22 @@ def cut_at_span_end(ctx: _Context, text: str) -> str:
             line_start = i + 1
             line = text[line_start:text.find("\n", line_start) if "\n" in text[line_start:] else n]
             first = line_start + len(line) - len(line.lstrip())
-            if line.strip() and depth <= 0 and (mask[first] or _starts_comment(line.lstrip(), language)):
-                if not ctx.echo_confirmed and _ends_span_by_indent(ctx, line):
-                    return text[:i + 1]  # keep the line break: tidy_end decides about it
+            starts_code = line.strip() and (mask[first] or _starts_comment(line.lstrip(), language))
+            # inside brackets the completion opened, only a line indented less than the line that
+            # opened them (and not closing them) can be the start of something else
+            outside = depth <= 0 or (line.lstrip()[:1] not in brackets.CLOSERS and opened_at
+                                     and columns(line) < opened_at[-1])
+            if starts_code and outside and not ctx.echo_confirmed and _ends_span_by_indent(ctx, line):
+                return text[:i + 1]  # keep the line break: tidy_end decides about it
             i += 1
             continue
         if mask[i] and ch in brackets.OPENERS:
             depth += 1
+            opened_at.append(columns(ctx.cursor.line_prefix + text[:i] if line_start == 0 else text[line_start:i]))
         elif mask[i] and ch in brackets.CLOSERS:
             depth -= 1
+            if opened_at:
+                opened_at.pop()
             block_closed = block_closed or (depth < 0 and ch == "}" and language != "python")
             if depth < -ctx.may_close:
                 head = text[line_start:i]

@@ -63,13 +63,19 @@ class Session:
             types.VersionedTextDocumentIdentifier(uri=uri, version=self.version[uri]),
             [types.TextDocumentContentChangeWholeDocument(text=text)]))
 
-    def inline(self, uri: str, line: int, character: int):
-        """The request's future (send it without waiting)."""
-        return self.client.protocol.send_request_async(
+    def inline(self, uri: str, line: int, character: int) -> asyncio.Future:
+        """Send an inline completion request now (in order with notifications); its future.
+
+        The request's id is in `self.last_id` (for `$/cancelRequest`)."""
+        import uuid
+        self.last_id = str(uuid.uuid4())
+        future = self.client.protocol.send_request(
             types.TEXT_DOCUMENT_INLINE_COMPLETION,
             types.InlineCompletionParams(
                 context=types.InlineCompletionContext(trigger_kind=types.InlineCompletionTriggerKind.Automatic),
-                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character)))
+                text_document=types.TextDocumentIdentifier(uri=uri), position=types.Position(line, character)),
+            msg_id=self.last_id)
+        return asyncio.wrap_future(future)
 
     async def raw_request(self, method: str, params, timeout: float = 10.0):
         """Send a request whose params need not be valid; the response's result or JsonRpcException."""

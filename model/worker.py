@@ -64,6 +64,7 @@ def run(args) -> int:
             return 0
         if args.detach and _detach(path):
             return 0
+        _write_pid(lock)
         worker = Worker(args, shared=True)
         return asyncio.run(worker.serve_socket(path, lock))
     worker = Worker(args, shared=False)
@@ -501,9 +502,13 @@ def _take_lock(path: str) -> int | None:
     except OSError:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    _write_pid(fd)
     return fd
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
 
 
 def _detach(path: str) -> bool:

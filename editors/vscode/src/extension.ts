@@ -29,7 +29,7 @@ function currentSettings(): Settings {
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
     log = vscode.window.createOutputChannel("diffill", { log: true });
-    statusBar = vscode.window.createStatusBarItem("diffill.status", vscode.StatusBarAlignment.Right, 100);
+    statusBar = vscode.window.createStatusBarItem("status", vscode.StatusBarAlignment.Right, 100);
     statusBar.name = "diffill";
     context.subscriptions.push(log, statusBar);
     settings = currentSettings();
@@ -45,12 +45,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         vscode.workspace.onDidChangeConfiguration((event) => onConfigurationChanged(event)),
     );
 
+    setView(view);
+    statusBar.show();
     if (settings.enable) {
         await start();
     } else {
         setView({ state: "disabled", message: "" });
     }
-    statusBar.show();
 }
 
 export async function deactivate(): Promise<void> {
@@ -128,6 +129,8 @@ async function start(): Promise<void> {
         setView({ state: "error", message: `the server did not start (${command}): ${message}` });
         return;
     }
+    const info = next.initializeResult?.serverInfo;
+    log.info(`connected to ${info?.name ?? "the server"} ${info?.version ?? ""}`);
     // Model loading is reported with $/progress: show it in the status item.
     next.onRequest(WorkDoneProgressCreateRequest.type, ({ token }) => {
         const progress = next.onProgress(WorkDoneProgress.type, token, (value) => {

@@ -1,17 +1,18 @@
 // The extension's settings and what they become for the server: the command that starts it and
-// the options it reads (initializationOptions and workspace/didChangeConfiguration).
-// Plain functions with no `vscode` import, so the unit tests run them under node.
+// the options it reads (initializationOptions and workspace/didChangeConfiguration, same names as
+// the server's settings). Plain functions with no `vscode` import, so the unit tests run them under node.
 
-/** Options the server understands; a missing key means "the server's default". */
+/** Options sent to the server. Every key is always sent, so a change back to a default reaches it too. */
 export interface ServerOptions {
-    model?: string;
-    device?: string;
-    dtype?: string;
-    maxSteps?: number;
-    canvasCap?: number;
-    debounceMs?: number;
-    contextBudget?: number;
-    enabledLanguages?: string[];
+    model: string | null;
+    device: string;
+    dtype: string;
+    maxSteps: number | null;
+    canvasCap: number;
+    debounceMs: number;
+    contextTokens: number;
+    languages: string[] | null;
+    [extra: string]: unknown;
 }
 
 export interface Settings {
@@ -22,48 +23,60 @@ export interface Settings {
     server: ServerOptions;
 }
 
-/** Reads a setting under `diffill.`; returns undefined when the user left it unset. */
+/** Reads a setting under `diffill.`; undefined when it has no value. */
 export type Getter = (key: string) => unknown;
 
-const stringOptions = ["model", "device", "dtype"] as const;
-const integerOptions = ["maxSteps", "canvasCap", "debounceMs", "contextBudget"] as const;
+/** Defaults of the settings the extension declares (package.json repeats them for the settings UI). */
+export const DEFAULTS: ServerOptions = {
+    model: null,
+    device: "auto",
+    dtype: "auto",
+    maxSteps: null,
+    canvasCap: 256,
+    debounceMs: 75,
+    contextTokens: 2048,
+    languages: null,
+};
 
-export function readSettings(get: Getter): Settings {
-    const server: ServerOptions = {};
-    for (const key of stringOptions) {
-        const value = get(key);
-        if (typeof value === "string" && value.trim() !== "" && value !== "auto") {
-            server[key] = value.trim();
-        }
-    }
-    for (const key of integerOptions) {
-        const value = get(key);
-        if (typeof value === "number" && Number.isInteger(value) && value >= 0) {
-            server[key] = value;
-        }
-    }
-    const languages = get("enabledLanguages");
-    if (Array.isArray(languages)) {
-        server.enabledLanguages = languages.filter((x): x is string => typeof x === "string");
-    }
-    const command = get("server.command");
-    const env = get("server.env");
-    return {
-        enable: get("enable") !== false,
-        command: Array.isArray(command) ? command.filter((x): x is string => typeof x === "string" && x !== "") : [],
-        python: typeof get("server.python") === "string" ? (get("server.python") as string).trim() : "",
-        env: isStringRecord(env) ? env : {},
-        server,
-    };
+function text(value: unknown): string | null {
+    return typeof value === "string" && value.trim() !== "" ? value.trim() : null;
 }
 
-function isStringRecord(value: unknown): value is Record<string, string> {
-    return (
-        typeof value === "object" &&
-        value !== null &&
-        !Array.isArray(value) &&
-        Object.values(value).every((v) => typeof v === "string")
-    );
+function count(value: unknown): number | null {
+    return typeof value === "number" && Number.isInteger(value) && value >= 0 ? value : null;
+}
+
+function stringList(value: unknown): string[] | null {
+    return Array.isArray(value) ? value.filter((x): x is string => typeof x === "string" && x !== "") : null;
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+    return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+export function readSettings(get: Getter): Settings {
+    const languages = stringList(get("languages"));
+    const env = get("server.env");
+    const extra = get("serverSettings");
+    const server: ServerOptions = {
+        // Other server settings (prefixShare, workerMode, ...) pass through as written.
+        ...(isRecord(extra) ? extra : {}),
+        model: text(get("model")),
+        device: text(get("device")) ?? DEFAULTS.device,
+        dtype: text(get("dtype")) ?? DEFAULTS.dtype,
+        maxSteps: count(get("maxSteps")) || null,
+        canvasCap: count(get("canvasCap")) || DEFAULTS.canvasCap,
+        debounceMs: count(get("debounceMs")) ?? DEFAULTS.debounceMs,
+        contextTokens: count(get("contextTokens")) || DEFAULTS.contextTokens,
+        languages: languages === null || languages.includes("*") ? null : languages,
+    };
+    return {
+        enable: get("enable") !== false,
+        command: stringList(get("server.command")) ?? [],
+        python: text(get("server.python")) ?? "",
+        env: isRecord(env) && Object.values(env).every((v) => typeof v === "string") ? (env as Record<string, string>) : {},
+        server,
+    };
 }
 
 /** How the server process is started: an explicit command, a Python interpreter, or `diffill` on PATH. */
@@ -79,11 +92,8 @@ export function serverCommand(settings: Settings): { command: string; args: stri
 
 /** Whether completions are wanted for a language id, by the same rule the server applies. */
 export function languageEnabled(settings: Settings, languageId: string): boolean {
-    const languages = settings.server.enabledLanguages;
-    if (languages === undefined) {
-        return true;
-    }
-    return languages.includes("*") || languages.includes(languageId);
+    const languages = settings.server.languages;
+    return languages === null || languages.map((x) => x.toLowerCase()).includes(languageId.toLowerCase());
 }
 
 /** The payload of workspace/didChangeConfiguration: the options under the "diffill" section. */

@@ -57,13 +57,24 @@ class Window:
 
 
 def _line_start_at_or_after(text: str, pos: int, limit: int) -> int:
-    """The first line start in [pos, limit), or pos when there is none."""
+    """Where a window starting near `pos` should start: the first top-level line (one that starts
+    with neither blank nor a closing bracket or quote) in the first half of [pos, limit), else the
+    first line start, else `pos`.
+
+    Starting at a top-level line keeps the cut out of a string or comment that began above it, so
+    the parser (and the model) see the cursor where it really is."""
     if pos <= 0:
         return 0
-    if text[pos - 1] == "\n":
-        return pos
-    nl = text.find("\n", pos, limit)
-    return nl + 1 if nl != -1 else pos
+    half = pos + (limit - pos) // 2
+    first = pos if text[pos - 1] == "\n" else -1
+    i = pos if text[pos - 1] == "\n" else text.find("\n", pos, limit) + 1
+    while 0 < i < half:
+        if first == -1:
+            first = i
+        if i < limit and text[i] not in " \t\r\n)]}'\"`":
+            return i
+        i = text.find("\n", i, limit) + 1
+    return first if first != -1 else pos
 
 
 def cut_suffix(text: str, offset: int, budget: int, counter: TokenCounter) -> tuple[int, int]:

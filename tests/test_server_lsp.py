@@ -146,3 +146,25 @@ def test_serve_check_explains_a_bad_setting_and_a_missing_model(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1
     assert "debounceMs" in out.stdout and "does not exist" in out.stdout
+
+
+async def test_the_model_load_is_reported_with_progress_and_status(tiny_model):
+    async with session({"model": tiny_model, "workerMode": "private"}) as s:
+        assert [st["state"] for st in s.statuses][0] == "loading"
+        assert s.statuses[-1]["state"] == "ready" and tiny_model in s.statuses[-1]["message"]
+        for _ in range(100):  # the end of the progress may trail the ready status by a message
+            reports = [r for rs in s.client.progress_reports.values() for r in rs]
+            if reports and isinstance(reports[-1], types.WorkDoneProgressEnd):
+                break
+            await asyncio.sleep(0.05)
+        assert isinstance(reports[0], types.WorkDoneProgressBegin)
+        assert isinstance(reports[-1], types.WorkDoneProgressEnd)
+        assert any(isinstance(r, types.WorkDoneProgressReport) and r.percentage for r in reports)
+        uri = "file:///project/a.py"
+        s.open(uri, "x = 1\ny = ")
+        assert (await s.inline(uri, 1, 4)) is not None
+        for _ in range(100):  # the status after the fill carries its latency
+            if s.statuses[-1]["latency_ms"] is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert s.statuses[-1]["state"] == "ready" and s.statuses[-1]["latency_ms"] > 0

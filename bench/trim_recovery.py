@@ -267,7 +267,7 @@ def main(argv=None) -> int:
                              if k in results and "passed" in results[k]["ours"]}
     summary["details"] = results
     summary["meta"] = {
-        "command": "python bench/trim_recovery.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": " ".join(["python bench/trim_recovery.py"] + _recorded_args(argv if argv is not None else sys.argv[1:])),
         "sample": f"every {args.sample}th case of each set" if args.sample > 1 else "all cases",
         "overrun_chars": args.overrun,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
@@ -280,6 +280,22 @@ def main(argv=None) -> int:
         args.failures.write_text(json.dumps(failures, indent=1))
     print(json.dumps({k: v for k, v in summary.items() if k != "details"}, indent=2))
     return 0
+
+
+def _recorded_args(argv: list[str]) -> list[str]:
+    """The arguments that shape the results (where files are written does not)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--out", "--failures", "--evaldata"):
+            skip = True
+            continue
+        if arg.startswith(("--out=", "--failures=", "--evaldata=")):
+            continue
+        out.append(arg)
+    return out
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ def reindent(text: str, file_style: IndentStyle, base_line: str, nearby: str = "
     column the completion's levels count from.
 
     Only clear mismatches are changed: tab-indented lines in a space-indented file (or the
-    reverse), and space levels narrower than the file's when the file's width is known and the
-    code `nearby` (the lines around the cursor) does not itself use those columns.
+    reverse) unless the code `nearby` (the lines around the cursor) indents that way itself, and
+    space levels narrower than the file's when the file's width is known and the nearby code
+    does not itself use those columns.
     Lines that already fit the file are left as they are.
     """
     lines = text.split("\n")
@@ -93,6 +94,12 @@ def reindent(text: str, file_style: IndentStyle, base_line: str, nearby: str = "
     base_ws = leading_whitespace(base_line)
     uses_tabs = any(leading_whitespace(line).startswith("\t") for line in rest)
     uses_spaces = any(leading_whitespace(line).startswith(" ") for line in rest)
+    near = [leading_whitespace(line) for line in nearby.split("\n") if line.strip()]
+    if uses_tabs and not uses_spaces and any(ws.startswith("\t") for ws in near):
+        return text  # the code around the cursor indents with tabs too (a file that mixes them)
+    if uses_spaces and not uses_tabs and any(ws.startswith(" ") for ws in near):
+        if file_style.uses_tabs:
+            return text  # the code around the cursor indents with spaces too
     if file_style.uses_tabs and uses_spaces and not uses_tabs and file_style.confident:
         step = _space_step(rest, 0) or TAB_COLUMNS
         if step not in (2, 4, 8):

@@ -108,14 +108,6 @@ def cut_at_suffix_echo(ctx: _Context, text: str) -> str:
     return text[:cut]
 
 
-def _line_starts(text: str) -> list[int]:
-    starts = [0]
-    for i, ch in enumerate(text):
-        if ch == "\n":
-            starts.append(i + 1)
-    return starts
-
-
 def cut_at_span_end(ctx: _Context, text: str) -> str:
     """Apply the span's stopping rule: the end of a single-line span, a dedent to or below
     `stop_indent`, a closing bracket beyond what the completion may close (or, when it may close

@@ -1,10 +1,23 @@
-"""diffill.model: the DiffusionGemma engine (loading, the text stack, samplers, prompt formats)."""
-from .builder import build_model, build_random_checkpoint
-from .checkpoint import load_model, save_checkpoint
-from .config import CheckpointError, GenerationSettings, ModelConfig
-from .default import DefaultModel, default_model_path
-from .kv_cache import KVCache
-from .transformer import DiffusionGemma
+"""diffill.model: the DiffusionGemma engine (loading, the text stack, samplers, prompt formats).
 
-__all__ = ["load_model", "save_checkpoint", "build_model", "build_random_checkpoint", "CheckpointError",
-           "GenerationSettings", "ModelConfig", "KVCache", "DiffusionGemma", "DefaultModel", "default_model_path"]
+Names are imported on first use, so that importing a light submodule (a command's options, the
+default model's location) does not load torch.
+"""
+import importlib
+
+_WHERE = {
+    "build_model": "builder", "build_random_checkpoint": "builder",
+    "load_model": "checkpoint", "save_checkpoint": "checkpoint", "resolve_dtype": "checkpoint",
+    "CheckpointError": "config", "GenerationSettings": "config", "ModelConfig": "config",
+    "DefaultModel": "default", "default_model_path": "default",
+    "KVCache": "kv_cache", "DiffusionGemma": "transformer",
+}
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

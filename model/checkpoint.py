@@ -97,8 +97,37 @@ def resolve_path(name: str | os.PathLike, allow_download: bool = False) -> Path:
     raise CheckpointError(f"model directory {p} does not exist")
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 is about twice as fast."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_dtype(dtype, device="cpu") -> torch.dtype:
+    """A torch dtype from a dtype, a name, or "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        if str(device).startswith("cuda") or cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
 def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = False) -> DiffusionGemma:
-    """Load a DiffusionGemma checkpoint (text stack only) into our engine, in inference mode."""
+    """Load a DiffusionGemma checkpoint (text stack only) into our engine, in inference mode.
+
+    dtype: a torch dtype, a name ("float32", "bfloat16", "float16") or "auto" (see resolve_dtype)."""
+    dtype = resolve_dtype(dtype, device)
     directory = resolve_path(path, allow_download)
     cfg = ModelConfig.from_file(directory / "config.json")
     weights = _Weights(directory)

@@ -87,8 +87,9 @@ def test_help_lists_the_commands():
         assert cmd in p.stdout
 
 
-def test_the_cli_module_does_not_import_torch():
-    code = "import sys, diffill.lsp.cli; assert 'torch' not in sys.modules, 'torch imported'"
+def test_the_cli_and_command_options_do_not_import_torch():
+    code = ("import sys, diffill.lsp.cli, diffill.lsp.commands.complete, diffill.model.commands.generate, "
+            "diffill.model.default; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from diffill.lsp.span import decide_span
 from diffill.lsp.syntax import language_from_path
 from diffill.lsp.trim import trim
+from diffill.model.commands.common import add_model_arguments
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
 PREFIX_CHARS, SUFFIX_CHARS = 12_000, 3_000  # context windows sent to the model
@@ -22,11 +23,8 @@ class InputError(Exception):
 
 def add_arguments(p):
     p.add_argument("target", metavar="FILE:LINE:COL", help="1-based line and column (in characters)")
-    p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
+    add_model_arguments(p)
     p.add_argument("--language", help="language id (default: from the file name)")
-    p.add_argument("--steps", type=int, help="maximum denoising steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--prompt-format", choices=["fim", "chat", "clamped"],
                    help="how the hole is shown to the model (default: the checkpoint's: fim when its "
                         "tokenizer has FIM tokens, else chat)")
@@ -98,7 +96,7 @@ def print_completion(args, path: Path, prefix: str, suffix: str) -> int:
     from diffill.model.infill import Infiller
 
     language = args.language or language_from_path(str(path))
-    model, note = open_model(args.model, args.device)
+    model, note = open_model(args.model, args.device, args.dtype)
     if note:
         print(note, file=sys.stderr)
     try:

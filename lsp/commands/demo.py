@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from diffill.model.commands.common import add_model_arguments
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "fizzbuzz.py"
 HOLE = (8, 9)  # 1-based line and column of the cursor in the example: the empty loop body
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
-    p.add_argument("--steps", type=int, help="maximum denoising steps")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_model_arguments(p)
     p.add_argument("--json", action="store_true", help='print {"text", "steps", "ms"} only')
 
 
@@ -27,7 +25,7 @@ def run(args) -> int:
     text = read_source(EXAMPLE)
     prefix, suffix = split_at(text, *HOLE)
     t0 = time.perf_counter()
-    model, note = open_model(args.model, args.device)
+    model, note = open_model(args.model, args.device, args.dtype)
     load_ms = (time.perf_counter() - t0) * 1000
     completion, res, _ = complete_text(Infiller(model), language_from_path(str(EXAMPLE)), prefix, suffix,
                                        args.steps, args.seed)

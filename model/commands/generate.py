@@ -2,15 +2,13 @@
 import json
 import sys
 import time
+from diffill.model.commands.common import add_model_arguments
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="checkpoint directory (default: the embedded model)")
+    add_model_arguments(p)
     p.add_argument("--prompt", required=True, help="text to continue")
-    p.add_argument("--steps", type=int, help="maximum denoising steps per canvas (default: the checkpoint's)")
     p.add_argument("--max-new-tokens", type=int, help="tokens to generate (default: one canvas)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help='print {"text", "steps", "ms"}')
 
 
@@ -19,7 +17,7 @@ def run(args) -> int:
     from diffill.model.commands.common import open_model
     from diffill.model.sampler import sample
 
-    model, note = open_model(args.model, args.device)
+    model, note = open_model(args.model, args.device, args.dtype)
     if note:
         print(note, file=sys.stderr)
     tok = model.tokenizer

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from .completion_cache import CompletionCache
 from .context import ContextWindows
 from .documents import Document
-from .requests import Inflight, Latest, Rhythm, wait_shared
+from .requests import Inflight, Latest, Rhythm, Ticket, unless_superseded, wait_shared
 from .settings import Settings
 from .worker_client import WorkerClient
 
@@ -106,7 +106,7 @@ class Completer:
 
     async def _complete(self, doc: Document, offset: int, started: float) -> Completion | None:
         uri, settings = doc.uri, self.settings
-        generation = self.latest.begin(uri)
+        ticket = self.latest.begin(uri)
         if not settings.enabled_for(doc.language_id) or doc.is_binary:
             return None
         text, version = doc.text, doc.version
@@ -119,8 +119,9 @@ class Completer:
         inflight = self.inflight.get(uri)
         if inflight is not None and not inflight.task.done():
             if inflight.typed_ahead(text, offset):
-                await wait_shared(inflight)
-                if not self._current(doc, generation, version):
+                finished, _ = await wait_shared(inflight, ticket.superseded)
+                if not finished or not self._current(doc, ticket, version):
+                    self.stats.superseded += not finished
                     return None
                 hit = self.cache.lookup(uri, text, offset)
                 if hit is not None:
@@ -132,8 +133,8 @@ class Completer:
         delay = self.rhythm.delay(uri, settings.debounce_ms, settings.debounce_max_ms,
                                   settings.adaptive_debounce, self.stats.last_fill_ms)
         if delay > 0:
-            await asyncio.sleep(delay)
-        if not self._current(doc, generation, version):
+            await unless_superseded(asyncio.sleep(delay), ticket.superseded)
+        if not self._current(doc, ticket, version):
             return None
 
         window = self.windows.window(uri, text, offset, settings.context_tokens, settings.prefix_share,
@@ -147,8 +148,11 @@ class Completer:
         inflight = Inflight.at(uri, text, offset, task)
         self.inflight[uri] = inflight
         task.add_done_callback(lambda _t, i=inflight: self._inflight_done(i))
-        shown = await wait_shared(inflight)
-        if shown is None or not self._current(doc, generation, version):
+        finished, shown = await wait_shared(inflight, ticket.superseded)
+        if not finished:
+            self.stats.superseded += 1
+            return None
+        if shown is None or not self._current(doc, ticket, version):
             return None
         self.stats.model_fills += 1
         completion_text, replace = shown
@@ -157,8 +161,8 @@ class Completer:
             return None
         return Completion(completion_text, offset, replace, "model")
 
-    def _current(self, doc: Document, generation: int, version: int) -> bool:
-        if self.latest.is_current(doc.uri, generation) and doc.version == version:
+    def _current(self, doc: Document, ticket: Ticket, version: int) -> bool:
+        if self.latest.is_current(doc.uri, ticket) and doc.version == version:
             return True
         self.stats.superseded += 1
         return False

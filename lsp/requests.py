@@ -23,22 +23,60 @@ TYPE_AHEAD_MAX = 64    # characters typed past an in-flight fill that may still 
 CONTEXT_CHARS = 64
 
 
+@dataclass
+class Ticket:
+    """One request's place in its document's line: `superseded` is set when a newer one begins."""
+
+    generation: int
+    superseded: asyncio.Event
+
+
 class Latest:
     """A counter per document; a request is current while no newer one has begun."""
 
     def __init__(self):
-        self._generation: dict[str, int] = {}
+        self._tickets: dict[str, Ticket] = {}
 
-    def begin(self, uri: str) -> int:
-        g = self._generation.get(uri, 0) + 1
-        self._generation[uri] = g
-        return g
+    def begin(self, uri: str) -> Ticket:
+        old = self._tickets.get(uri)
+        if old is not None:
+            old.superseded.set()
+        ticket = Ticket(old.generation + 1 if old else 1, asyncio.Event())
+        self._tickets[uri] = ticket
+        return ticket
 
-    def is_current(self, uri: str, generation: int) -> bool:
-        return self._generation.get(uri) == generation
+    def is_current(self, uri: str, ticket: Ticket) -> bool:
+        return self._tickets.get(uri) is ticket
 
     def forget(self, uri: str) -> None:
-        self._generation.pop(uri, None)
+        ticket = self._tickets.pop(uri, None)
+        if ticket is not None:
+            ticket.superseded.set()
+
+
+async def unless_superseded(awaitable, superseded: asyncio.Event) -> tuple[bool, object]:
+    """(True, result) when `awaitable` finishes first, (False, None) as soon as `superseded` is set.
+
+    The awaitable is cancelled when it loses (pass a shield to keep what it wraps running). A
+    cancelled awaitable counts as finished with None."""
+    fut = asyncio.ensure_future(awaitable)
+    if superseded.is_set():
+        fut.cancel()
+        return False, None
+    stop = asyncio.ensure_future(superseded.wait())
+    try:
+        await asyncio.wait({fut, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        fut.cancel()
+        stop.cancel()
+        raise
+    stop.cancel()
+    if not fut.done():
+        fut.cancel()
+        return False, None
+    if fut.cancelled():
+        return True, None
+    return True, fut.result()
 
 
 class Rhythm:
@@ -112,17 +150,16 @@ class Inflight:
             self.task.cancel()
 
 
-async def wait_shared(inflight: Inflight):
-    """The shared fill's result, or None when the fill was cancelled.
+async def wait_shared(inflight: Inflight, superseded: asyncio.Event) -> tuple[bool, object]:
+    """Wait for a shared fill: (True, its result, None when it was cancelled), or (False, None) as
+    soon as a newer request supersedes this one (the fill goes on: the newer request may want it).
 
-    When the waiter itself is cancelled and nobody else waits, the fill is cancelled too."""
+    When the waiter itself is cancelled ($/cancelRequest) and nobody else waits, the fill is
+    cancelled too."""
     inflight.waiters += 1
     try:
-        return await asyncio.shield(inflight.task)
+        return await unless_superseded(asyncio.shield(inflight.task), superseded)
     except asyncio.CancelledError:
-        me = asyncio.current_task()
-        if me is not None and me.cancelling() == 0:
-            return None  # the fill was cancelled (a newer request), not this waiter
         if inflight.waiters <= 1:
             inflight.cancel()
         raise

@@ -323,7 +323,7 @@ def check(settings_arg: str | None) -> int:
     if report.get("state") != "ready":
         print(f"model: {report.get('message')}")
         return 1
-    print(f"model: {report.get('model_path')} loaded in {report.get('load_s')} s ({report.get('message')})")
+    print(f"model: {report.get('message')}; loaded in {report.get('load_s')} s")
     print(f"model: a test fill took {report.get('fill_ms')} ms in {report.get('fill_steps')} steps: "
           f"{report.get('fill_text')!r}")
     print("check: " + ("ok" if ok else "problems found (see above)"))

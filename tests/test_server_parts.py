@@ -5,7 +5,7 @@ import time
 import pytest
 
 from diffill.lsp import completion_cache, context, protocol, settings
-from diffill.lsp.requests import Inflight, Latest, Rhythm, wait_shared
+from diffill.lsp.requests import Inflight, Latest, Rhythm, unless_superseded, wait_shared
 
 
 # ---- settings ----------------------------------------------------------------------------------
@@ -156,12 +156,16 @@ def test_a_lookup_does_not_copy_a_large_document():
 
 # ---- debounce and staleness --------------------------------------------------------------------
 
-def test_a_newer_request_makes_the_older_one_stale():
+async def test_a_newer_request_makes_the_older_one_stale_at_once():
     latest = Latest()
     a = latest.begin("u")
-    b = latest.begin("u")
     other = latest.begin("v")
+    waiting = asyncio.ensure_future(unless_superseded(asyncio.sleep(10), a.superseded))
+    await asyncio.sleep(0)
+    b = latest.begin("u")
+    assert await asyncio.wait_for(waiting, 1) == (False, None)
     assert not latest.is_current("u", a) and latest.is_current("u", b) and latest.is_current("v", other)
+    assert not other.superseded.is_set()
 
 
 def test_debounce_waits_longer_only_while_typing_faster_than_the_model_answers():
@@ -185,12 +189,19 @@ async def test_a_fill_in_flight_is_shared_and_cancelled_only_by_its_last_waiter(
     inflight = Inflight.at("u", "x = ab", 4, asyncio.ensure_future(fill()))
     assert inflight.typed_ahead("x = cdab", 6) and not inflight.typed_ahead("y = ab", 4)
     assert not inflight.typed_ahead("x = \nab", 5)
-    w1 = asyncio.ensure_future(wait_shared(inflight))
-    w2 = asyncio.ensure_future(wait_shared(inflight))
+    latest = Latest()
+    t1, t2 = latest.begin("a"), latest.begin("b")
+    w1 = asyncio.ensure_future(wait_shared(inflight, t1.superseded))
+    w2 = asyncio.ensure_future(wait_shared(inflight, t2.superseded))
     await started.wait()
     w1.cancel()
-    await asyncio.sleep(0)
+    await asyncio.sleep(0.01)
     assert not inflight.task.cancelled()
-    w2.cancel()
+    latest.begin("b")  # a superseded waiter leaves without cancelling the fill
+    assert await asyncio.wait_for(w2, 1) == (False, None)
+    assert not inflight.task.cancelled()
+    w3 = asyncio.ensure_future(wait_shared(inflight, latest.begin("c").superseded))
+    await asyncio.sleep(0.01)
+    w3.cancel()  # the last waiter cancelled by its client: the fill stops
     await asyncio.sleep(0.01)
     assert inflight.task.cancelled()

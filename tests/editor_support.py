@@ -104,3 +104,86 @@ def save_screenshot(source: Path, name: str) -> Path:
     if os.environ.get("DIFFILL_UPDATE_SCREENSHOTS") == "1":
         shutil.copyfile(source, ROOT / "docs" / name)
     return target
+
+
+# ---- a terminal screen as a picture ------------------------------------------------------------
+
+_XTERM16 = ["#000000", "#cd0000", "#00cd00", "#cdcd00", "#0000ee", "#cd00cd", "#00cdcd", "#e5e5e5",
+            "#7f7f7f", "#ff0000", "#00ff00", "#ffff00", "#5c5cff", "#ff00ff", "#00ffff", "#ffffff"]
+
+
+def _xterm256(n: int) -> str:
+    if n < 16:
+        return _XTERM16[n]
+    if n < 232:
+        n -= 16
+        steps = [0, 95, 135, 175, 215, 255]
+        return "#%02x%02x%02x" % (steps[n // 36], steps[n // 6 % 6], steps[n % 6])
+    level = 8 + (n - 232) * 10
+    return "#%02x%02x%02x" % (level, level, level)
+
+
+def _apply_sgr(params: list[int], style: dict) -> None:
+    i = 0
+    while i < len(params):
+        p = params[i]
+        if p == 0:
+            style.clear()
+        elif p in (1, 3, 4, 7):
+            style[{1: "bold", 3: "italic", 4: "underline", 7: "reverse"}[p]] = True
+        elif p in (22, 23, 24, 27):
+            style.pop({22: "bold", 23: "italic", 24: "underline", 27: "reverse"}[p], None)
+        elif p in (38, 48) and i + 1 < len(params):
+            key = "fg" if p == 38 else "bg"
+            if params[i + 1] == 5 and i + 2 < len(params):
+                style[key] = _xterm256(params[i + 2])
+                i += 2
+            elif params[i + 1] == 2 and i + 4 < len(params):
+                style[key] = "#%02x%02x%02x" % tuple(params[i + 2:i + 5])
+                i += 4
+        elif p in (39, 49):
+            style.pop("fg" if p == 39 else "bg", None)
+        elif 30 <= p <= 37 or 90 <= p <= 97:
+            style["fg"] = _XTERM16[p - 30 if p < 90 else p - 90 + 8]
+        elif 40 <= p <= 47 or 100 <= p <= 107:
+            style["bg"] = _XTERM16[p - 40 if p < 100 else p - 100 + 8]
+        i += 1
+
+
+def ansi_screen_to_html(screen: str, fg: str = "#e0e2ea", bg: str = "#14161b") -> str:
+    """HTML for the text of `tmux capture-pane -e -p`: one <pre>, one span per run of one style."""
+    import html
+    import re
+
+    out = []
+    style: dict = {}
+    for piece in re.split(r"(\x1b\[[0-9;:]*m)", screen):
+        if piece.startswith("\x1b["):
+            codes = piece[2:-1].replace(":", ";")
+            _apply_sgr([int(x) if x else 0 for x in codes.split(";")] if codes else [0], style)
+            continue
+        if not piece:
+            continue
+        color, background = style.get("fg", fg), style.get("bg", bg)
+        if style.get("reverse"):
+            color, background = background, color
+        css = f"color:{color};background:{background}"
+        css += ";font-weight:bold" if style.get("bold") else ""
+        css += ";font-style:italic" if style.get("italic") else ""
+        css += ";text-decoration:underline" if style.get("underline") else ""
+        out.append(f'<span style="{css}">{html.escape(piece)}</span>')
+    return ("<!doctype html><meta charset='utf-8'><body style='margin:0;background:%s'>"
+            "<pre style='margin:0;padding:10px;font:15px/1.3 \"DejaVu Sans Mono\",monospace;color:%s'>%s</pre>"
+            % (bg, fg, "".join(out)))
+
+
+def html_to_png(page: Path, png: Path, width: int, height: int, home: Path) -> None:
+    """Renders a local HTML file with headless Chromium."""
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        missing("chromium")
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    "--disable-component-update", "--no-first-run", "--hide-scrollbars",
+                    f"--user-data-dir={home / 'chromium'}", f"--window-size={width},{height}",
+                    f"--screenshot={png}", page.as_uri()],
+                   env=private_env(home), capture_output=True, timeout=120, check=True)

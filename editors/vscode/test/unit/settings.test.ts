@@ -1,12 +1,13 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
-import { configurationPayload, languageEnabled, readSettings, serverCommand } from "../../src/settings";
+import { configurationPayload, DEFAULTS, languageEnabled, readSettings, serverCommand } from "../../src/settings";
 
 const from = (values: Record<string, unknown>) => readSettings((key) => values[key]);
 
-test("unset options are left out so the server applies its defaults", () => {
-    const settings = from({ model: "", device: "auto", dtype: "auto", maxSteps: null, debounceMs: null });
-    assert.deepEqual(settings.server, {});
+test("unset settings send the defaults, so a change back to a default reaches the server", () => {
+    const settings = from({ model: "", maxSteps: null });
+    assert.deepEqual(settings.server, DEFAULTS);
+    assert.equal(settings.server.model, null);
     assert.equal(settings.enable, true);
 });
 
@@ -18,8 +19,8 @@ test("set options are passed under the server's names", () => {
         maxSteps: 8,
         canvasCap: 64,
         debounceMs: 0,
-        contextBudget: 2048,
-        enabledLanguages: ["python", "rust"],
+        contextTokens: 4096,
+        languages: ["python", "rust"],
     });
     assert.deepEqual(settings.server, {
         model: "./ckpt",
@@ -28,14 +29,24 @@ test("set options are passed under the server's names", () => {
         maxSteps: 8,
         canvasCap: 64,
         debounceMs: 0,
-        contextBudget: 2048,
-        enabledLanguages: ["python", "rust"],
+        contextTokens: 4096,
+        languages: ["python", "rust"],
     });
     assert.deepEqual(configurationPayload(settings), { diffill: settings.server });
 });
 
-test("negative or fractional numbers are ignored rather than sent", () => {
-    assert.deepEqual(from({ maxSteps: -1, canvasCap: 2.5 }).server, {});
+test("other server settings pass through, but never override the declared ones", () => {
+    const settings = from({ serverSettings: { workerMode: "private", prefixShare: 0.6, canvasCap: 1 }, canvasCap: 32 });
+    assert.equal(settings.server.workerMode, "private");
+    assert.equal(settings.server.prefixShare, 0.6);
+    assert.equal(settings.server.canvasCap, 32);
+});
+
+test("negative or fractional numbers fall back to the defaults", () => {
+    const server = from({ maxSteps: -1, canvasCap: 2.5, debounceMs: -3 }).server;
+    assert.equal(server.maxSteps, null);
+    assert.equal(server.canvasCap, DEFAULTS.canvasCap);
+    assert.equal(server.debounceMs, DEFAULTS.debounceMs);
 });
 
 test("the server starts as `diffill serve` by default", () => {
@@ -54,11 +65,12 @@ test("an explicit command wins over the interpreter", () => {
     assert.deepEqual(serverCommand(settings), { command: "/x/diffill", args: ["serve", "--log", "debug"] });
 });
 
-test("enabled languages: star enables all, a list only those", () => {
+test("languages: star enables all, a list only those", () => {
     assert.equal(languageEnabled(from({}), "go"), true);
-    assert.equal(languageEnabled(from({ enabledLanguages: ["*"] }), "go"), true);
-    assert.equal(languageEnabled(from({ enabledLanguages: ["python"] }), "python"), true);
-    assert.equal(languageEnabled(from({ enabledLanguages: ["python"] }), "go"), false);
+    assert.equal(from({ languages: ["*"] }).server.languages, null);
+    assert.equal(languageEnabled(from({ languages: ["*"] }), "go"), true);
+    assert.equal(languageEnabled(from({ languages: ["Python"] }), "python"), true);
+    assert.equal(languageEnabled(from({ languages: ["python"] }), "go"), false);
 });
 
 test("the disable switch and the server env are read", () => {

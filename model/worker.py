@@ -138,9 +138,8 @@ def _pick_device(torch, device: str) -> str:
 
 
 def _pick_dtype(torch, dtype: str, device: str):
-    if dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    from diffill.model import resolve_dtype
+    return resolve_dtype(dtype, device)
 
 
 def _embedded_model_path() -> tuple[str, bool]:

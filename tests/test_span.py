@@ -205,3 +205,17 @@ def test_the_span_and_trim_modules_do_not_import_torch():
     code = ("import sys; import diffill.lsp.span, diffill.lsp.trim, diffill.lsp.syntax; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_spans_are_the_same_whether_the_shared_tree_was_reused_or_not():
+    documents = [
+        ("python", "def f(x):\n    if x:\n        <CURSOR>\n    return 1\n"),
+        ("python", "s = 'ab<CURSOR>c'\n"),
+        ("rust", "fn main() {\n    if a {\n        <CURSOR>\n    }\n}\n"),
+        ("python", "def f(x):\n    <CURSOR>\n"),
+    ]
+    first = [span_of(lang, doc) for lang, doc in documents]
+    again = [span_of(lang, doc) for lang, doc in reversed(documents)][::-1]
+    syntax._SHARED.clear()
+    fresh = [span_of(lang, doc) for lang, doc in documents]
+    assert first == again == fresh

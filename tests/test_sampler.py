@@ -22,6 +22,18 @@ def test_entropy_bound_only_takes_eligible_positions():
     assert entropy_bound_accept(ent, 0.1, eligible).tolist() == [[False, False, True]]
 
 
+def record_canvases(m) -> list:
+    """Make m.denoise keep a copy of every canvas it is given (the real model still runs)."""
+    inputs, original = [], m.denoise
+
+    def recording(canvas, cache, *args, **kwargs):
+        inputs.append(canvas.clone())
+        return original(canvas, cache, *args, **kwargs)
+
+    m.denoise = recording
+    return inputs
+
+
 def _prompt_cache(m, n=10, seed=0):
     ids = torch.randint(5, 300, (1, n), generator=torch.Generator().manual_seed(seed))
     return m.encode(ids)
@@ -57,14 +69,7 @@ def test_chaining_encodes_each_finished_canvas(tiny_checkpoint):
 def test_clamped_positions_are_reimposed_before_every_step(tiny_checkpoint):
     m = load_model(tiny_checkpoint)
     pins = Clamp(positions=[12, 13, 14, 15], ids=[40, 41, 42, 43])
-    inputs = []
-    original = m.denoise
-
-    def recording(canvas, cache, *args, **kwargs):
-        inputs.append(canvas.clone())
-        return original(canvas, cache, *args, **kwargs)
-
-    m.denoise = recording
+    inputs = record_canvases(m)
     sample(m, _prompt_cache(m), max_steps=5, seed=0, clamp=pins)
     assert len(inputs) >= 2
     for canvas in inputs:
@@ -74,14 +79,7 @@ def test_clamped_positions_are_reimposed_before_every_step(tiny_checkpoint):
 def test_mask_process_keeps_committed_tokens_and_fills_everything(fim_checkpoint):
     m = load_model(fim_checkpoint)
     mask = m.tokenizer.mask_id
-    inputs = []
-    original = m.denoise
-
-    def recording(canvas, cache, *args, **kwargs):
-        inputs.append(canvas.clone())
-        return original(canvas, cache, *args, **kwargs)
-
-    m.denoise = recording
+    inputs = record_canvases(m)
     r = sample(m, _prompt_cache(m), max_steps=6, seed=0)
     assert inputs[0].eq(mask).all()  # starts fully masked
     for before, after in zip(inputs, inputs[1:]):

@@ -63,13 +63,21 @@ class Infiller:
                 self._caches.popitem(last=False)
         return cache, reuse, len(ids) - reuse
 
+    def _lines_done(self, max_lines: int | None):
+        if not max_lines or self.format != "fim":
+            return None
+        decode = self.model.tokenizer.decode
+        return lambda tokens: decode(tokens).count("\n") >= max_lines
+
     def forget(self, doc_key: str) -> None:
         self._caches.pop(doc_key, None)
 
     @torch.inference_mode()
     def fill(self, prefix: str, suffix: str, canvas_length: int | None = None, max_steps: int | None = None,
              seed: int = 0, on_step=None, doc_key: str | None = None, language: str | None = None,
-             max_new_tokens: int | None = None) -> FillResult:
+             max_new_tokens: int | None = None, max_lines: int | None = None) -> FillResult:
+        """max_lines: the completion is wanted up to this many lines only (the span decides); with the
+        mask process, denoising stops once that many complete lines are committed."""
         t0 = time.perf_counter()
         m = self.model
         c = int(canvas_length or m.config.canvas_length)
@@ -78,7 +86,7 @@ class Infiller:
         prompt_len = cache.length
         try:
             r = sample(m, cache, canvas_length=c, max_new_tokens=max_new_tokens or c, max_steps=max_steps,
-                       seed=seed, on_step=on_step, clamp=prompt.clamp)
+                       seed=seed, on_step=on_step, clamp=prompt.clamp, done_when=self._lines_done(max_lines))
         finally:
             cache.truncate(prompt_len)  # chained canvases are not part of the document's prefix
         tokens = r.tokens[0]

@@ -129,7 +129,13 @@ def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report
     return argmax, steps
 
 
-def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report):
+def _committed_prefix(canvas: torch.Tensor, committed: torch.Tensor) -> list[list[int]]:
+    """Per row: the tokens from position 0 up to the first position not yet committed."""
+    upto = torch.where((~committed).any(-1), (~committed).float().argmax(-1), committed.shape[1])
+    return [canvas[r, : int(upto[r])].tolist() for r in range(canvas.shape[0])]
+
+
+def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, done_when=None):
     tok = model.tokenizer
     dev = model.device
     mask_id = tok.mask_id
@@ -162,9 +168,19 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report):
         first_eos = torch.where(is_eos.any(-1), is_eos.float().argmax(-1), torch.full((b,), c, device=dev))
         before = torch.arange(c, device=dev)[None, :] < first_eos[:, None]
         done = bool(((committed | ~before).all(-1)).all())
+        if not done and done_when is not None:  # e.g. the span's lines are complete already
+            done = all(done_when(row) for row in _committed_prefix(canvas, committed))
         report(steps, int(accept.sum()), float(ent[open_].mean()) if open_.any() else 0.0, done)
         if done:
             break
+    if done_when is not None and not bool(committed.all()):  # an early stop: keep the committed prefix
+        prefix = _committed_prefix(canvas, committed)
+        out = torch.full_like(canvas, tok.pad_id)
+        for r, row in enumerate(prefix):
+            out[r, : len(row)] = torch.tensor(row, dtype=out.dtype, device=out.device)
+            if len(row) < c:
+                out[r, len(row)] = int(eos[0])
+        return out, steps
     return canvas.masked_fill(~committed, tok.pad_id), steps
 
 
@@ -172,10 +188,13 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report):
 def sample(model, cache: KVCache, *, canvas_length: int | None = None, max_new_tokens: int | None = None,
            settings: GenerationSettings | None = None, max_steps: int | None = None, seed: int | None = None,
            generator: torch.Generator | None = None, on_step: Callable[[StepStats], bool | None] | None = None,
-           clamp: Clamp | None = None, noise: str | None = None) -> SampleResult:
+           clamp: Clamp | None = None, noise: str | None = None,
+           done_when: Callable[[list[int]], bool] | None = None) -> SampleResult:
     """Generate after the prompt held in `cache` (which grows by the committed canvases).
 
     on_step(stats) runs after every denoising step; returning False aborts (result.cancelled).
+    done_when(tokens) (mask process only) is asked after every step about each row's committed
+    prefix (position 0 up to the first open position); True for every row ends the canvas there.
     """
     settings = settings or model.generation or GenerationSettings()
     noise = noise or model.config.noise
@@ -198,7 +217,8 @@ def sample(model, cache: KVCache, *, canvas_length: int | None = None, max_new_t
             if on_step is not None and on_step(s) is False:
                 raise Cancelled
         try:
-            final, steps = denoise(model, cache, b, c, settings, max_steps, generator, clamp, report)
+            extra = {"done_when": done_when} if noise == "mask" else {}
+            final, steps = denoise(model, cache, b, c, settings, max_steps, generator, clamp, report, **extra)
         except Cancelled:
             result.cancelled = True
             result.steps = len(result.stats)

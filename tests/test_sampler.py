@@ -90,6 +90,22 @@ def test_mask_process_keeps_committed_tokens_and_fills_everything(fim_checkpoint
     assert mask not in r.tokens[0]
 
 
+def test_mask_process_stops_when_the_committed_prefix_is_enough(fim_checkpoint):
+    m = load_model(fim_checkpoint)
+    seen = []
+
+    def enough(tokens):
+        seen.append(list(tokens))
+        return len(tokens) >= 3
+
+    full = sample(m, _prompt_cache(m), max_steps=16, seed=0)
+    early = sample(m, _prompt_cache(m), max_steps=16, seed=0, done_when=enough)
+    assert seen and all(len(t) <= 16 for t in seen)
+    assert early.steps < full.steps
+    # what is returned is exactly the committed prefix that satisfied the rule
+    assert early.tokens[0] == seen[-1] and len(early.tokens[0]) >= 3
+
+
 def test_fim_prompt_layout(fim_checkpoint):
     tok = load_model(fim_checkpoint).tokenizer
     p = build_prompt(tok, "fim", "def f(", "):\n", 16)

@@ -76,7 +76,8 @@ def complete_text(infiller, language: str, prefix: str, suffix: str, steps=None,
     if span.canvas_length == 0:
         return "", None, span
     res = infiller.fill(prefix[-PREFIX_CHARS:], suffix[:SUFFIX_CHARS], canvas_length=span.canvas_length,
-                        max_steps=steps, seed=seed, doc_key=doc_key, language=language)
+                        max_steps=steps, seed=seed, doc_key=doc_key, language=language,
+                        max_lines=span.max_lines)
     return trim(language, prefix, suffix, res.text, span).text, res, span
 
 

@@ -11,7 +11,8 @@ and near duplicates (MinHash over word 5-grams, Jaccard >= 0.8); the first copy 
 sources are visited in a fixed order (stdlib, then distributions by name), so the result is
 reproducible. Decontamination against the evaluation data is `overlap.py`'s job.
 
-    python -m diffill.model.corpus --out .cache/corpus     # writes files.jsonl and stats
+    python -m diffill.model.corpus collect --out .cache/corpus     # writes files.jsonl and stats
+    python -m diffill.model.corpus manifest --corpus .cache/corpus/clean.jsonl --tokenizer .cache/tokenizer.json
 """
 import argparse
 import ast
@@ -245,12 +246,36 @@ def manifest(sources, count_tokens) -> dict:
             "total_tokens": sum(e["tokens"] for e in rows)}
 
 
+def write_manifest(corpus_jsonl: Path, tokenizer_file: Path, out: Path) -> dict:
+    """The committed provenance file: per package, its version, license, files and token count."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_file))
+    m = manifest(read_corpus(corpus_jsonl), lambda text: len(tok.encode(text, add_special_tokens=False).ids))
+    m["sources"] = "CPython standard library and installed distributions with permissive license metadata"
+    m["filters"] = {"skipped_dirs": sorted(SKIP_PARTS), "max_bytes": MAX_BYTES, "max_line": MAX_LINE,
+                    "near_duplicate": "MinHash of word 5-grams, 64 hashes, Jaccard >= 0.8"}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(m, indent=1) + "\n")
+    return m
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(".cache/corpus"))
-    parser.add_argument("--no-stdlib", action="store_true")
-    parser.add_argument("--no-packages", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    collect = sub.add_parser("collect", help="collect, filter and deduplicate into OUT/files.jsonl")
+    collect.add_argument("--out", type=Path, default=Path(".cache/corpus"))
+    collect.add_argument("--no-stdlib", action="store_true")
+    collect.add_argument("--no-packages", action="store_true")
+    man = sub.add_parser("manifest", help="write the provenance manifest of a (decontaminated) corpus")
+    man.add_argument("--corpus", type=Path, default=Path(".cache/corpus/clean.jsonl"))
+    man.add_argument("--tokenizer", type=Path, default=Path(".cache/tokenizer.json"))
+    man.add_argument("--out", type=Path, default=Path("model/embedded/corpus_manifest.json"))
     args = parser.parse_args(argv)
+    if args.command == "manifest":
+        m = write_manifest(args.corpus, args.tokenizer, args.out)
+        print(f"{args.out}: {len(m['packages'])} packages, {m['total_files']} files, {m['total_tokens']} tokens")
+        return 0
     stats = build(args.out, not args.no_stdlib, not args.no_packages)
     print(json.dumps({k: v for k, v in stats.items() if k != "skipped_distributions"}))
     print("skipped (license):", ", ".join(f"{d['package']} ({d['license']})" for d in stats["skipped_distributions"]))

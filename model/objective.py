@@ -11,7 +11,8 @@ sampler needs: good argmax predictions at every noise level. Padding after `<eos
 target that would otherwise dominate short middles in long canvases, so it weighs `pad_weight`.
 
 Self-conditioning as in DiffusionGemma: half of the batches first run the decoder without gradient
-and feed its logits back (softmax @ E) to a second pass that is trained.
+and feed its logits back (softmax @ E) to a second pass that is trained; the logits are divided by a
+temperature in [0.4, 0.8] with `<mask>` excluded, which is what the mask sampler feeds back.
 
 The encoder is also trained autoregressively on the prompt (next-token cross-entropy), which gives a
 learning signal on every prompt token; and a Switch-style load-balancing term keeps the experts used.
@@ -105,6 +106,15 @@ class RouterBalance:
             h.remove()
 
 
+def logits_of(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's head (tied embedding, fp32, soft-capped) without in-place ops, so autograd can
+    differentiate it. hidden [.., H] -> logits [.., V]."""
+    w = model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight
+    logits = F.linear(hidden, w).float()
+    cap = model.config.final_logit_softcapping
+    return logits if cap is None else torch.tanh(logits / cap) * cap
+
+
 def training_loss(model, batch: Batch, generator: torch.Generator, mask_id: int, pad_id: int,
                   self_condition: bool, ar_weight: float = 0.5, pad_weight: float = 0.1,
                   balance: RouterBalance | None = None, balance_weight: float = 0.01) -> tuple[torch.Tensor, dict]:
@@ -117,16 +127,18 @@ def training_loss(model, batch: Batch, generator: torch.Generator, mask_id: int,
     cache, hidden = model.encode(prompt, pad_mask=pad, return_hidden=True)
     sc = None
     if self_condition:
-        with torch.no_grad():
+        with torch.no_grad():   # as the mask sampler feeds it back: logits / temperature, mask excluded
             sc = model.denoise(noisy, cache)
+            sc[..., mask_id] = float("-inf")
+            sc /= 0.4 + 0.4 * float(torch.rand(1, generator=generator))
         if balance is not None:
             balance.routed = [r for r in balance.routed if r[1].requires_grad]
-    logits = model.denoise(noisy, cache, sc)
+    logits = logits_of(model, model.decode_hidden(noisy, cache, sc))
     loss_diff = diffusion_loss(logits, canvas, masked, pad_id, pad_weight)
     loss = loss_diff
     parts = {"diffusion": loss_diff.item()}
     if ar_weight > 0:
-        loss_ar = autoregressive_loss(model.head(hidden), prompt, pad)
+        loss_ar = autoregressive_loss(logits_of(model, hidden), prompt, pad)
         loss = loss + ar_weight * loss_ar
         parts["ar"] = loss_ar.item()
     if balance is not None:

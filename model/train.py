@@ -44,7 +44,7 @@ S, F = "sliding_attention", "full_attention"
 SIZES = {
     "tiny": _text_config(64, 2, 2, 64, [S, F], head_dim=32),          # for tests
     "small": _text_config(192, 6, 4, 192, [S, S, F]),
-    "base": _text_config(256, 8, 8, 192, [S, S, S, F]),
+    "base": _text_config(256, 6, 8, 256, [S, S, F]),
 }
 
 
@@ -81,11 +81,16 @@ def make_batch(corpus: Corpus, fim: FimExamples, seed: int, step: int, batch_siz
 
 # ---------------------------------------------------------------- state
 
-def lr_at(step: int, total: int, peak: float, warmup: int, floor: float = 0.1) -> float:
+def lr_at(step: int, total: int, peak: float, warmup: int, decay_fraction: float = 0.2, floor: float = 0.1) -> float:
+    """Warmup, then constant, then a linear decay to floor * peak over the last decay_fraction of the
+    steps (warmup-stable-decay): a run can be extended by raising --steps before its decay starts."""
     if step < warmup:
         return peak * (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    decay_start = int(total * (1 - decay_fraction))
+    if step < decay_start:
+        return peak
+    progress = min(1.0, (step - decay_start) / max(1, total - decay_start))
+    return peak * (1 - (1 - floor) * progress)
 
 
 def save_state(run: Path, model, opt, step: int, meta: dict):
@@ -130,6 +135,12 @@ def init_weights_(model, layers: int, seed: int, std: float = 0.02):
     for name, b in model.named_buffers():
         if "layer_scalar" in name:
             b.fill_(1.0)
+    # Attention scaling is 1.0 (no 1/sqrt(D)): q and k norms start at D^-1/4 so that q.k starts at unit
+    # variance, as with the usual scaling; otherwise the first softmaxes are one-hot and training diverges.
+    for layer in model.layers:
+        d = layer.self_attn.spec.head_dim
+        layer.self_attn.q_norm.weight.fill_(d ** -0.25)
+        layer.self_attn.k_norm.weight.fill_(d ** -0.25)
 
 
 def new_model(size: str, tokenizer_file: Path, seed: int, canvas_length: int = 256):
@@ -147,7 +158,9 @@ def new_model(size: str, tokenizer_file: Path, seed: int, canvas_length: int = 2
 
 
 def export(model, out: Path, meta: dict, dtype=torch.bfloat16, max_shard_bytes: int = 15_000_000) -> Path:
-    """The HF-layout checkpoint (bf16, shards under 16 MB) plus training_info.json."""
+    """The HF-layout checkpoint (bf16, shards under 16 MB) plus training_info.json. config.json gets
+    `diffill_context_tokens`: the prefix + suffix budget the model was trained with."""
+    model.config.raw["diffill_context_tokens"] = meta["prefix_tokens"] + meta["suffix_tokens"]
     save_checkpoint(model, out, max_shard_bytes=max_shard_bytes, dtype=dtype)
     (out / "training_info.json").write_text(json.dumps(meta, indent=1) + "\n")
     return out
@@ -163,15 +176,16 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--export", type=Path, default=None, help="write the finished model here (HF layout)")
     p.add_argument("--steps", type=int, default=20000, help="total steps (sets the schedule)")
     p.add_argument("--stop-at", type=int, default=None, help="stop (and save) at this step; resume later")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--decay-fraction", type=float, default=0.2, help="share of the steps with a decaying rate")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ar-weight", type=float, default=0.5, help="weight of the encoder's next-token loss (0: off)")
     p.add_argument("--pad-weight", type=float, default=0.1)
-    p.add_argument("--prefix-tokens", type=int, default=224)
-    p.add_argument("--suffix-tokens", type=int, default=96)
+    p.add_argument("--prefix-tokens", type=int, default=192)
+    p.add_argument("--suffix-tokens", type=int, default=64)
     p.add_argument("--canvas-lengths", type=lambda s: [int(x) for x in s.split(",")], default=list(CANVAS_LENGTHS))
     p.add_argument("--save-every", type=int, default=100)
     p.add_argument("--eval-every", type=int, default=500)
@@ -234,7 +248,7 @@ def run(args) -> int:
     try:
         while step < stop:
             for group in opt.param_groups:
-                group["lr"] = lr_at(step, args.steps, args.lr, args.warmup)
+                group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, args.decay_fraction)
             batch = make_batch(corpus, fim, args.seed, step, args.batch_size, args.canvas_lengths)
             g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
             self_cond = bool(torch.rand(1, generator=g) < 0.5)

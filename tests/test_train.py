@@ -58,7 +58,7 @@ def data(tmp_path_factory):
 def _args(data, run, **kw):
     corpus, tok = data
     args = SimpleNamespace(size="tiny", corpus=corpus, tokenizer=tok, run=run, export=None, steps=6, stop_at=None,
-                           batch_size=2, lr=2e-3, warmup=2, weight_decay=0.1, seed=3, ar_weight=0.5, pad_weight=0.1,
+                           batch_size=2, lr=2e-3, warmup=2, decay_fraction=0.2, weight_decay=0.1, seed=3, ar_weight=0.5, pad_weight=0.1,
                            prefix_tokens=32, suffix_tokens=16, canvas_lengths=[16, 32], save_every=3, eval_every=100,
                            log_every=3, threads=None, device="cpu")
     args.__dict__.update(kw)
@@ -103,3 +103,10 @@ def test_loss_falls_when_training_on_a_small_corpus(data, tmp_path):
     hist = json.loads((tmp_path / "fit" / "state.json").read_text())["history"]
     losses = [h["diffusion"] for h in hist if "diffusion" in h]
     assert losses[0] > 5.0 and losses[-1] < 4.5        # ln(300) = 5.7 at random
+
+
+def test_learning_rate_warms_up_holds_then_decays():
+    lrs = [T.lr_at(s, 100, 1.0, 10, 0.2) for s in range(100)]
+    assert lrs[0] == 0.1 and lrs[9] == 1.0
+    assert all(lr == 1.0 for lr in lrs[10:80])
+    assert lrs[99] < lrs[90] < 1.0 and lrs[99] >= 0.1

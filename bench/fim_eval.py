@@ -1,0 +1,270 @@
+"""FIM evaluation of a checkpoint through the server's own path, on this machine's CPU.
+
+For each benchmark problem the document is prefix + suffix and the cursor sits between them; then,
+as `lsp/completion.py` does: the context window under the token budget (`lsp/context.py`, counted
+with the checkpoint's tokenizer), the span decision (`lsp/span.decide_span`), one fill through
+`diffill.model.infill.Infiller` with the span's canvas length, and the trim (`lsp/trim.trim`,
+including the characters of the suffix it replaces). Latency is the wall time of span + fill + trim.
+
+- HumanEval-infilling single-line and multi-line: the program prefix + completion + suffix + test +
+  `check(entry_point)` runs in a fresh `python -I` subprocess in a temporary folder with a timeout;
+  pass@1 is the share that exits cleanly (greedy: one completion per problem).
+- SantaCoder-FIM Python: exact match of the first non-empty line (stripped), as DreamOn/Qwen report.
+- Block latency: fills with a 256-token canvas (the largest span) on multi-line prompts.
+
+    .venv/bin/python bench/fim_eval.py                    # the embedded model, all tasks
+    .venv/bin/python bench/fim_eval.py --model DIR --limit 50 --out /tmp/x.json
+
+Writes bench/results/fim_eval.json (summary keys first, then per-task details).
+"""
+import argparse
+import gzip
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EVALDATA = ROOT.parent / "shared" / "evaldata"
+
+GUARD = """
+import os, shutil, subprocess, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+for mod, names in ((os, ("system", "remove", "unlink", "rmdir", "removedirs", "kill", "killpg", "fork",
+                         "rename", "renames", "truncate", "putenv", "chmod", "chown")),
+                   (shutil, ("rmtree", "move", "chown")), (subprocess, ("Popen", "run", "call"))):
+    for name in names:
+        setattr(mod, name, None)
+program = sys.stdin.read()
+exec(compile(program, "<candidate>", "exec"), {"__name__": "__main__"})
+"""
+
+
+def passes(program: str, timeout: float) -> bool:
+    """True when the program raises nothing within timeout seconds (fresh interpreter, temp folder)."""
+    with tempfile.TemporaryDirectory(prefix="fimeval-") as tmp:
+        try:
+            r = subprocess.run([sys.executable, "-I", "-c", GUARD], input=program, text=True, cwd=tmp,
+                               capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+    return r.returncode == 0
+
+
+def read_jsonl_gz(path: Path) -> list[dict]:
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f]
+
+
+def subsample(rows: list[dict], limit: int | None, key, seed: int = 0) -> list[dict]:
+    """At most `limit` rows, spread over problems: round-robin over groups in a seeded order."""
+    if limit is None or len(rows) <= limit:
+        return rows
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    rng = random.Random(seed)
+    for g in groups.values():
+        rng.shuffle(g)
+    order = sorted(groups)
+    out = []
+    while len(out) < limit:
+        for k in order:
+            if groups[k] and len(out) < limit:
+                out.append(groups[k].pop())
+    return out
+
+
+class ServerPath:
+    """Window -> span -> fill -> trim, as the language server runs them."""
+
+    def __init__(self, model, context_tokens: int, max_steps: int | None):
+        from diffill.lsp.context import ContextWindows, TokenCounter
+        from diffill.lsp.settings import Settings
+        from diffill.model.infill import Infiller
+
+        self.settings = Settings()
+        self.windows = ContextWindows(TokenCounter(str(Path(model.path) / "tokenizer.json")))
+        self.context_tokens = context_tokens
+        self.infiller = Infiller(model)
+        self.max_steps = max_steps
+
+    def complete(self, prefix: str, suffix: str, canvas_length: int | None = None) -> dict:
+        from diffill.lsp.span import decide_span
+        from diffill.lsp.trim import trim
+
+        t0 = time.perf_counter()
+        text = prefix + suffix
+        w = self.windows.window("bench", text, len(prefix), self.context_tokens, self.settings.prefix_share,
+                                self.settings.suffix_share)
+        self.windows.forget("bench")
+        span = decide_span("python", w.prefix, w.suffix)
+        canvas = canvas_length or min(span.canvas_length, self.settings.canvas_cap)
+        if canvas <= 0:
+            return {"text": "", "replace": 0, "ms": (time.perf_counter() - t0) * 1000, "span": span.kind,
+                    "canvas": 0, "steps": 0, "raw": ""}
+        res = self.infiller.fill(w.prefix, w.suffix, canvas_length=canvas, max_steps=self.max_steps)
+        trimmed = trim("python", w.prefix, w.suffix, res.text, span)
+        (_, _), (end_line, end_char) = trimmed.replace_range
+        return {"text": trimmed.text, "replace": end_char if end_line == 0 else 0,
+                "ms": (time.perf_counter() - t0) * 1000, "span": span.kind, "canvas": canvas,
+                "steps": res.steps, "raw": res.text}
+
+
+def percentile(xs: list[float], q: float) -> float | None:
+    if not xs:
+        return None
+    xs = sorted(xs)
+    i = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
+    return round(xs[i], 1)
+
+
+def humaneval_task(path: ServerPath, rows: list[dict], timeout: float, log) -> dict:
+    passed, ms, samples = 0, [], []
+    for i, row in enumerate(rows):
+        c = path.complete(row["prompt"], row["suffix"])
+        program = (row["prompt"] + c["text"] + row["suffix"][c["replace"]:] + "\n" + row["test"] + "\n"
+                   + f"check({row['entry_point']})\n")
+        ok = passes(program, timeout)
+        passed += ok
+        ms.append(c["ms"])
+        samples.append({"task_id": row["task_id"], "passed": ok, "ms": round(c["ms"], 1), "span": c["span"],
+                        "canvas": c["canvas"], "steps": c["steps"], "completion": c["text"]})
+        if (i + 1) % 25 == 0:
+            log(f"  {i + 1}/{len(rows)} pass@1 {passed / (i + 1):.3f} p50 {percentile(ms, 0.5)} ms")
+    return {"problems": len(rows), "passed": passed, "pass@1": round(passed / max(1, len(rows)), 4),
+            "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95), "samples": samples}
+
+
+def first_line(text: str) -> str:
+    for line in text.split("\n"):
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def santacoder_task(path: ServerPath, rows: list[dict], log) -> dict:
+    hits, ms, samples = 0, [], []
+    for i, row in enumerate(rows):
+        c = path.complete(row["prompt"], row["suffix"])
+        ok = first_line(c["text"]) == row["canonical_solution"].strip()
+        hits += ok
+        ms.append(c["ms"])
+        samples.append({"name": row["name"], "exact": ok, "ms": round(c["ms"], 1), "completion": c["text"]})
+        if (i + 1) % 50 == 0:
+            log(f"  {i + 1}/{len(rows)} exact {hits / (i + 1):.3f}")
+    return {"problems": len(rows), "exact": hits, "exact_match": round(hits / max(1, len(rows)), 4),
+            "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95), "samples": samples}
+
+
+def block_latency(path: ServerPath, rows: list[dict]) -> dict:
+    ms, steps = [], []
+    for row in rows:
+        c = path.complete(row["prompt"], row["suffix"], canvas_length=256)
+        ms.append(c["ms"])
+        steps.append(c["steps"])
+    return {"fills": len(rows), "canvas": 256, "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
+            "mean_steps": round(statistics.mean(steps), 1) if steps else None}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="checkpoint directory (default: the embedded model)")
+    ap.add_argument("--evaldata", type=Path, default=EVALDATA)
+    ap.add_argument("--tasks", default="single,multi,santacoder,block")
+    ap.add_argument("--limit", type=int, default=None, help="at most this many problems per task")
+    ap.add_argument("--multi-limit", type=int, default=328, help="multi-line problems (2 per HumanEval task)")
+    ap.add_argument("--block-fills", type=int, default=30)
+    ap.add_argument("--context-tokens", type=int, default=None,
+                    help="prefix + suffix budget (default: the checkpoint's diffill_context_tokens, else the server's)")
+    ap.add_argument("--max-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--timeout", type=float, default=10.0, help="seconds per HumanEval program")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fim_eval.json")
+    args = ap.parse_args(argv)
+
+    import torch
+    from diffill.lsp.settings import Settings
+    from diffill.model.checkpoint import load_model
+    from diffill.model.default import default_model_path
+
+    torch.set_num_threads(args.threads)
+    path = Path(args.model) if args.model else default_model_path().path
+    model = load_model(path)
+    context = args.context_tokens or model.config.raw.get("diffill_context_tokens") or Settings().context_tokens
+    server = ServerPath(model, context, args.max_steps)
+    info_file = Path(path) / "training_info.json"
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    tasks = args.tasks.split(",")
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    he = args.evaldata / "humaneval-infilling"
+    results: dict = {}
+    t_start = time.time()
+    server.complete("def f(x):\n    return ", "\n")                     # warm-up (first-call allocations)
+    if "single" in tasks:
+        rows = subsample(read_jsonl_gz(he / "HumanEval-SingleLineInfilling.jsonl.gz"), args.limit,
+                         lambda r: r["task_id"].split("/")[2])
+        log(f"single-line: {len(rows)} problems")
+        results["single_line"] = humaneval_task(server, rows, args.timeout, log)
+    if "multi" in tasks:
+        limit = min(x for x in (args.limit, args.multi_limit) if x is not None) if (args.limit or args.multi_limit) else None
+        rows = subsample(read_jsonl_gz(he / "HumanEval-MultiLineInfilling.jsonl.gz"), limit,
+                         lambda r: r["task_id"].split("/")[2])
+        log(f"multi-line: {len(rows)} problems")
+        results["multi_line"] = humaneval_task(server, rows, args.timeout, log)
+    if "santacoder" in tasks:
+        rows = [r for r in read_jsonl_gz(args.evaldata / "santacoder-fim" / "santacoder-fim-task.jsonl.gz")
+                if r["language"] == "py"]
+        rows = subsample(rows, args.limit, lambda r: r["name"].split("-L")[0])
+        log(f"santacoder-fim python: {len(rows)} problems")
+        results["santacoder_fim_py"] = santacoder_task(server, rows, log)
+    if "block" in tasks:
+        rows = subsample(read_jsonl_gz(he / "HumanEval-MultiLineInfilling.jsonl.gz"), args.block_fills,
+                         lambda r: r["task_id"].split("/")[2], seed=1)
+        log(f"block latency: {len(rows)} fills with a 256-token canvas")
+        results["block_latency"] = block_latency(server, rows)
+
+    summary = {
+        "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name,
+        "params": model.num_parameters(),
+        "train_tokens": info.get("tokens"),
+        "single_line_pass1": results.get("single_line", {}).get("pass@1"),
+        "multi_line_pass1": results.get("multi_line", {}).get("pass@1"),
+        "p50_ms_single": results.get("single_line", {}).get("p50_ms"),
+        "p95_ms_single": results.get("single_line", {}).get("p95_ms"),
+        "p50_ms_block": results.get("block_latency", {}).get("p50_ms"),
+        "p95_ms_block": results.get("block_latency", {}).get("p95_ms"),
+        "p50_ms_multi": results.get("multi_line", {}).get("p50_ms"),
+        "santacoder_fim_py_exact_match": results.get("santacoder_fim_py", {}).get("exact_match"),
+        "setup": {
+            "command": "bench/fim_eval.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
+                       f"{args.threads} threads, fp32",
+            "load_average_at_end": None,
+            "context_tokens": context,
+            "max_steps": args.max_steps or model.generation.max_denoising_steps,
+            "training": {k: info.get(k) for k in ("size", "step", "steps", "tokens", "canvas_tokens") if k in info},
+            "wall_s": None,
+        },
+    }
+    summary["setup"]["wall_s"] = round(time.time() - t_start)
+    summary["setup"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({**summary, "tasks": results}, indent=1) + "\n")
+    log(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -89,6 +89,17 @@ class Typist:
                 position=types.Position(self.line, self.col)))
 
 
+def describe_model(status: dict) -> str:
+    """The model by name (no paths of this machine), its device, and whether its weights are random."""
+    message = str(status.get("message") or "")
+    name = os.path.basename(str(status.get("model") or "").rstrip("/")) or "?"
+    device = re.search(r" on (\S+)", message)
+    text = f"{name} on {device.group(1) if device else '?'}"
+    if "random weights" in message:
+        text += " (random weights: no trained model in this build, the completions are noise)"
+    return text
+
+
 def plain(obj):
     if hasattr(obj, "_asdict"):
         return plain(obj._asdict())
@@ -101,6 +112,7 @@ def plain(obj):
 
 async def run(args) -> dict:
     before, hole, after = pick_hole(args.module, args.function, args.chars)
+    load_at_start = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews the figures
     options = {"workerMode": "private", "preload": True}
     if args.model:
         options["model"] = args.model
@@ -160,10 +172,10 @@ async def run(args) -> dict:
 
     return {
         "machine": machine(),
+        "load_average_at_start": load_at_start,
         "date": datetime.date.today().isoformat(),
         "command": "python bench/lsp_latency.py " + " ".join(sys.argv[1:]),
-        "model": status.get("message"),
-        "model_path": os.path.basename(str(status.get("model") or "")),
+        "model": describe_model(status),
         "typed": f"{len(hole)} characters of {args.module}.py at {args.cps:g} characters/s",
         "p50_ms": pct(shown, 0.50),
         "p95_ms": pct(shown, 0.95),
@@ -194,13 +206,20 @@ def main() -> int:
     p.add_argument("--cps", type=float, default=10.0, help="typing speed, characters per second (default: 10)")
     p.add_argument("--settings", help="extra server settings as JSON")
     p.add_argument("--out", help="write the results here (JSON)")
+    p.add_argument("--variant", metavar="NAME",
+                   help="with --out: add this run to the file's `variants` instead of replacing the main result")
     args = p.parse_args()
     result = asyncio.run(run(args))
-    text = json.dumps(result, indent=2)
-    print(text)
+    print(json.dumps(result, indent=2))
     if args.out:
+        if args.variant:
+            with open(args.out) as f:
+                doc = json.load(f)
+            doc.setdefault("variants", {})[args.variant] = result
+        else:
+            doc = result
         with open(args.out, "w") as f:
-            f.write(text + "\n")
+            f.write(json.dumps(doc, indent=2) + "\n")
     return 0
 
 

@@ -175,8 +175,15 @@ class Completer:
 
     async def _fill(self, uri, text, offset, window, span, canvas, language) -> tuple[str, int] | None:
         """Ask the worker, trim, remember. Runs as its own task, shared by the requests that wait on it."""
-        reply = await self.worker.fill(uri, window.prefix, window.suffix, canvas_length=canvas,
-                                       max_steps=self.settings.max_steps, language=language)
+        started = time.perf_counter()
+        try:
+            reply = await self.worker.fill(uri, window.prefix, window.suffix, canvas_length=canvas,
+                                           max_steps=self.settings.max_steps, language=language)
+        except asyncio.CancelledError:
+            # a fill cancelled after running this long says the model takes at least this long
+            elapsed = (time.perf_counter() - started) * 1000.0
+            self.stats.last_fill_ms = max(self.stats.last_fill_ms or 0.0, elapsed)
+            raise
         if reply.cancelled:
             return None
         self.stats.last_fill_ms = reply.ms + reply.queue_ms

@@ -110,6 +110,8 @@ class DiffillServer(LanguageServer):
         if state == "stopped":
             state, message = "ready", "the model worker is stopped; it starts again at the next completion"
         latency = status.get("last_ms")
+        if latency is not None and self.completer.stats.last_fill_ms is None:
+            self.completer.stats.last_fill_ms = float(latency)  # what the (shared) worker takes
         key = (state, message, latency)
         if key != self.last_status:
             self.last_status = key

@@ -102,54 +102,101 @@ local function current_line()
   return api.nvim_get_current_line()
 end
 
+local function cursor_col()
+  return api.nvim_win_get_cursor(0)[2]
+end
+
+--- The last suggestion the server sent, as raw text: what it inserts after the cursor of that
+--- moment. The drawn ghost text shows control characters in caret notation, so the test compares
+--- against strtrans() of this. (The typed text is ASCII, so LSP characters are bytes here.)
+local last_suggestion = nil
+
+local function record_responses(client)
+  local request = client.request
+  client.request = function(self, method, params, handler, ...)
+    if method == 'textDocument/inlineCompletion' and handler then
+      local inner = handler
+      handler = function(err, res, ctx, ...)
+        local first = res and (res.items or res)[1]
+        if first and type(first.insertText) == 'string' then
+          local start = first.range and first.range.start.character or cursor_col()
+          local typed = current_line():sub(start + 1, cursor_col())
+          if first.insertText:sub(1, #typed) == typed then
+            last_suggestion = first.insertText:sub(#typed + 1)
+          end
+        end
+        return inner(err, res, ctx, ...)
+      end
+    end
+    return request(self, method, params, handler, ...)
+  end
+end
+
+--- Types one character as a user would; a control character or Tab literally, after CTRL-V.
+local function type_char(char)
+  local literal = char:byte() < 32 and char ~= '\n'
+  api.nvim_feedkeys((literal and '\22' or '') .. char, 'nt', false)
+end
+
 require('diffill').setup({ cmd = job.cmd, settings = job.settings or {}, accept_key = job.accept_key or '<Tab>' })
 result.native = require('diffill').has_native_inline()
 
-local function run()
-vim.cmd.edit(vim.fn.fnameescape(job.file))
 local timeout = job.timeout_ms or 120000
-wait_for('server attached', function()
-  return #require('diffill').clients(0) > 0
-end, 30000, function()
-  api.nvim_win_set_cursor(0, { job.line, 0 })
-  vim.cmd('startinsert!')
+
+local function accept()
+  -- The accept key goes through the typeahead with mappings on, as when pressed.
+  api.nvim_feedkeys(api.nvim_replace_termcodes(job.accept_key or '<Tab>', true, false, true), 'mt', false)
+  wait_for('accepted', function()
+    return ghost_shown() == nil and current_line() ~= result.line_after_typing
+  end, 10000, function()
+    result.line_after_accept = current_line()
+    vim.cmd('stopinsert')
+    vim.cmd.write()
+    step('saved')
+    finish(nil)
+  end)
+end
+
+local function type_through(ghost)
+  result.ghost = ghost
+  result.suggestion = last_suggestion
+  result.suggestion_drawn = last_suggestion and vim.fn.strtrans(last_suggestion)
+  result.line_before_accept = current_line()
+  -- Type the suggestion's first character (unless it starts a new line): the rest stays on screen.
+  local first = last_suggestion and vim.fn.strcharpart(last_suggestion, 0, 1) or ''
+  result.typed_through = first ~= '\n' and first or ''
+  if result.typed_through ~= '' then
+    type_char(first)
+  end
   vim.defer_fn(function()
-    type_text(job.type, 60, function()
-      step('typed')
-      wait_for('ghost text', ghost_shown, timeout, function(ghost)
-        result.ghost = ghost
-        result.line_before_accept = current_line()
-        -- Type the first character of the suggestion: the rest stays on screen.
-        local first = vim.fn.strcharpart(ghost, 0, 1)
-        result.typed_through = first
-        api.nvim_feedkeys(first, 'nt', false)
-        vim.defer_fn(function()
-          if job.pause_ms then
-            -- Tell the test to take its screenshot now, then give it the time.
-            vim.cmd('redraw')
-            vim.fn.writefile({ 'ghost' }, job.result .. '.ghost')
-          end
-          result.ghost_after_typing = ghost_shown()
-          result.line_after_typing = current_line()
-          vim.defer_fn(function()
-            -- Accept with the key, as typed (the mapping must run).
-            api.nvim_feedkeys(api.nvim_replace_termcodes(job.accept_key or '<Tab>', true, false, true), 'mt', false)
-            wait_for('accepted', function()
-              return ghost_shown() == nil and current_line() ~= result.line_after_typing
-            end, 10000, function()
-              result.line_after_accept = current_line()
-              result.cursor_after_accept = api.nvim_win_get_cursor(0)
-              vim.cmd('stopinsert')
-              vim.cmd.write()
-              step('saved')
-              finish(nil)
-            end)
-          end, job.pause_ms or 0)
-        end, 20)
+    result.ghost_after_typing = ghost_shown()
+    result.rest_drawn = last_suggestion and vim.fn.strtrans(last_suggestion:sub(#result.typed_through + 1))
+    result.line_after_typing = current_line()
+    result.line_after_typing_drawn = vim.fn.strtrans(current_line())
+    if job.pause_ms then
+      -- Tell the test to take its screenshot now, then give it the time.
+      vim.cmd('redraw')
+      vim.fn.writefile({ 'ghost' }, job.result .. '.ghost')
+    end
+    vim.defer_fn(accept, job.pause_ms or 0)
+  end, 30)
+end
+
+local function run()
+  vim.cmd.edit(vim.fn.fnameescape(job.file))
+  wait_for('server attached', function()
+    return require('diffill').clients(0)[1]
+  end, 30000, function(client)
+    record_responses(client)
+    api.nvim_win_set_cursor(0, { job.line, 0 })
+    vim.cmd('startinsert!')
+    vim.defer_fn(function()
+      type_text(job.type, 60, function()
+        step('typed')
+        wait_for('ghost text', ghost_shown, timeout, type_through)
       end)
-    end)
-  end, 50)
-end)
+    end, 50)
+  end)
 end
 
 -- After startup, when filetype detection is on (the init file runs before it).

@@ -31,7 +31,7 @@ class Document:
 
     @property
     def is_binary(self) -> bool:
-        return "\x00" in self.text[:_BINARY_SNIFF]
+        return self.text.find("\x00", 0, _BINARY_SNIFF) != -1
 
     def offset_at(self, line: int, character: int) -> int:
         return self.index.offset_at(line, character, self.encoding)

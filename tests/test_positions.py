@@ -87,3 +87,37 @@ def test_position_and_offset_round_trip(text, data):
     for encoding in (UTF8, UTF16, UTF32):
         pos = index.position_at(offset, encoding)
         assert index.offset_at(pos.line, pos.character, encoding) == offset
+
+
+@given(st.lists(st.sampled_from(["a", "b", " ", "\n", "\r\n", "😀", "漢"]), max_size=60).map("".join), st.data())
+def test_the_chunked_index_agrees_with_a_full_list_of_line_starts(text, data):
+    class Small(LineIndex):
+        CHUNK = 3  # many chunk boundaries in a short text
+
+    chunked = Small(text)
+    starts = positions.line_starts(text)
+    assert chunked.line_count == len(starts)
+    for line, start in enumerate(starts):
+        assert chunked.line_start(line) == start
+    offset = data.draw(st.integers(0, len(text)))
+    expect = positions.Position(*_reference_position(text, starts, offset))
+    assert chunked.position_at(offset, UTF32) == expect
+
+
+def _reference_position(text, starts, offset):
+    import bisect
+    line = bisect.bisect_right(starts, offset) - 1
+    end = starts[line + 1] - 1 if line + 1 < len(starts) else len(text)
+    if end > starts[line] and text[end - 1] == "\r" and end < len(text) and text[end] == "\n":
+        end -= 1
+    return line, min(offset, end) - starts[line]
+
+
+def test_a_ten_megabyte_document_is_indexed_in_milliseconds():
+    import time
+    big = ("def f(x):\n    return x + 1\n" * 400_000)[: 10 * 1024 * 1024]
+    started = time.perf_counter()
+    index = LineIndex(big)
+    offset = index.offset_at(200_000, 4)
+    assert index.position_at(offset) == positions.Position(200_000, 4)
+    assert time.perf_counter() - started < 0.25  # a full list of line starts takes about 0.3 s

@@ -3,6 +3,7 @@ headless Chromium, driven by playwright-core) against the real `diffill serve`."
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -154,8 +155,12 @@ def test_ghost_text_appears_and_tab_accepts_it_into_the_file(code_server, tmp_pa
     assert saved.startswith(prefix + ghost.rstrip()), saved
     assert saved.endswith("".join(before[TYPED_LINE:])), saved
     assert len(saved) > len(prefix) + len("".join(before[TYPED_LINE:])), saved
-    # The status item shows the server's state with the last latency.
-    assert result["statusText"].startswith("diffill"), result
+    # The status item showed the model loading (with its progress), then ready with the last
+    # completion's latency.
+    seen = " | ".join(result["statusSeen"])
+    assert "loading the model" in seen, seen
+    assert re.search(r"diffill \d+%", seen), seen
+    assert re.fullmatch(r"diffill \d+ ms", result["statusText"]), result
 
 
 def test_a_server_that_cannot_start_shows_an_error_that_opens_the_log(code_server, tmp_path):

@@ -20,6 +20,16 @@ async function openFile(page) {
     await page.goto(job.url);
     await page.waitForSelector(".monaco-workbench .part.sidebar");
     step("workbench");
+    // Record every state the status item goes through (its aria-label holds the text and tooltip).
+    await page.evaluate((sel) => {
+        window.diffillStatusSeen = [];
+        setInterval(() => {
+            const label = document.querySelector(sel)?.getAttribute("aria-label");
+            if (label && window.diffillStatusSeen.at(-1) !== label) {
+                window.diffillStatusSeen.push(label);
+            }
+        }, 50);
+    }, STATUS);
     const name = job.file.split("/").pop();
     await page.keyboard.press("Control+P");
     await page.waitForSelector(".quick-input-widget input");
@@ -103,6 +113,7 @@ page.setDefaultTimeout(job.timeoutMs ?? 120000);
 try {
     await openFile(page);
     await (job.mode === "error" ? showError(page) : complete(page));
+    result.statusSeen = await page.evaluate(() => window.diffillStatusSeen);
     result.ok = true;
 } catch (error) {
     result.error = String(error?.stack ?? error);

@@ -81,6 +81,9 @@ def test_ghost_text_appears_typing_through_keeps_it_and_tab_inserts_it(package, 
     before = DOCUMENT.splitlines(keepends=True)
     expected = "".join(before[:TYPED_LINE - 1]) + TYPED + suggestion + "\n" + "".join(before[TYPED_LINE:])
     assert source.read_text() == expected
+    # :checkhealth sees the running server and its model.
+    assert "answers textDocument/inlineCompletion" in result["health"], result["health"]
+    assert "model: ready" in result["health"], result["health"]
 
 
 @pytest.mark.parametrize("package", list(NEOVIMS), ids=list(NEOVIMS.values()))

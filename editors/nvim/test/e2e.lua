@@ -153,6 +153,9 @@ local function accept()
     vim.cmd('stopinsert')
     vim.cmd.write()
     step('saved')
+    -- What :checkhealth says while the server runs.
+    vim.cmd('checkhealth diffill')
+    result.health = table.concat(api.nvim_buf_get_lines(0, 0, -1, false), '\n')
     finish(nil)
   end)
 end

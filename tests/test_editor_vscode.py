@@ -161,6 +161,8 @@ def test_ghost_text_appears_and_tab_accepts_it_into_the_file(code_server, tmp_pa
     assert "loading the model" in seen, seen
     assert re.search(r"diffill \d+%", seen), seen
     assert re.fullmatch(r"diffill \d+ ms", result["statusText"]), result
+    # The command palette's "diffill: Disable completions" turns them off.
+    assert "completions disabled" in result["statusAfterDisable"], result
 
 
 def test_a_server_that_cannot_start_shows_an_error_that_opens_the_log(code_server, tmp_path):

@@ -82,6 +82,19 @@ async function complete(page) {
         await page.waitForTimeout(100);
     }
     step("saved");
+
+    // Turn completions off from the command palette: the status item says so.
+    await page.keyboard.press("F1");
+    await page.waitForSelector(".quick-input-widget input");
+    await page.keyboard.type("diffill: Disable completions", { delay: 10 });
+    await page.waitForSelector('.quick-input-list .monaco-list-row[aria-label*="Disable completions"]');
+    await page.keyboard.press("Enter");
+    await page.waitForFunction(
+        (sel) => /completions disabled/.test(document.querySelector(sel)?.getAttribute("aria-label") ?? ""),
+        STATUS,
+    );
+    result.statusAfterDisable = await page.locator(STATUS).getAttribute("aria-label");
+    step("disabled");
 }
 
 async function showError(page) {

@@ -160,7 +160,8 @@ def initialize(ls: DiffillServer, params: types.InitializeParams) -> None:
     ls.apply_settings(params.initialization_options, initial=True)
     ls.worker.settings = ls.settings
     text_caps = params.capabilities.text_document
-    if text_caps is None or text_caps.inline_completion is None:
+    no_inline = text_caps is None or text_caps.inline_completion is None
+    if no_inline and types.TEXT_DOCUMENT_COMPLETION not in ls.protocol.fm.features:
         # clients without inline completion get the completion as an ordinary completion item
         ls.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions())(completion)
 

@@ -369,7 +369,7 @@ class Worker:
             res = self.engine.infiller.fill(
                 p["prefix"], p["suffix"], canvas_length=_opt_int(p.get("canvas_length")),
                 max_steps=_opt_int(p.get("max_steps")), seed=int(p.get("seed") or 0), on_step=on_step,
-                doc_key=f"{job.conn.number}:{job.doc}",
+                doc_key=f"{job.conn.number}:{job.doc}", language=p.get("language") or None,
             )
         except Exception as exc:  # a bad request must not take the worker down
             traceback.print_exc(file=sys.stderr)

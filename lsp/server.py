@@ -73,6 +73,7 @@ class DiffillServer(LanguageServer):
         self.worker = WorkerClient(self.settings, self._on_worker_status, self._on_worker_progress)
         self.completer = Completer(self.settings, self.worker)
         self.progress_token: str | None = None
+        self.progress_state: dict = {}
         self.shown_error: str | None = None
         self.last_status: tuple | None = None
         self.supports_progress = False
@@ -126,24 +127,40 @@ class DiffillServer(LanguageServer):
             self._end_progress(message)
 
     def _on_worker_progress(self, percent: int, message: str) -> None:
+        """Model load progress as `$/progress`: the token is created first, and begin/report are
+        sent once the client has answered (what happened meanwhile is folded into them)."""
         if not self.supports_progress:
             return
         if self.progress_token is None:
             if percent >= 100:
                 return
-            self.progress_token = f"diffill-load-{time.monotonic_ns()}"
-            token = self.progress_token
-            self.work_done_progress.create(token)
-            self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
-                title="diffill: loading the model", message=message, percentage=percent, cancellable=False))
-        else:
+            token = self.progress_token = f"diffill-load-{time.monotonic_ns()}"
+            self.progress_state = {"created": False, "percent": percent, "message": message, "end": None}
+
+            def created(*_):
+                state = self.progress_state
+                state["created"] = True
+                self.work_done_progress.begin(token, types.WorkDoneProgressBegin(
+                    title="diffill: loading the model", message=state["message"], percentage=state["percent"],
+                    cancellable=False))
+                if state["end"] is not None:
+                    self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=state["end"]))
+
+            self.work_done_progress.create(token, callback=created)
+            return
+        self.progress_state.update(percent=percent, message=message)
+        if self.progress_state["created"]:
             self.work_done_progress.report(self.progress_token, types.WorkDoneProgressReport(
                 message=message, percentage=percent))
 
     def _end_progress(self, message: str) -> None:
-        if self.progress_token is not None:
-            token, self.progress_token = self.progress_token, None
+        if self.progress_token is None:
+            return
+        token, self.progress_token = self.progress_token, None
+        if self.progress_state["created"]:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=message))
+        else:
+            self.progress_state["end"] = message  # sent right after begin, once the token exists
 
 
 server = DiffillServer()

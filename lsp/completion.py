@@ -178,7 +178,8 @@ class Completer:
         started = time.perf_counter()
         try:
             reply = await self.worker.fill(uri, window.prefix, window.suffix, canvas_length=canvas,
-                                           max_steps=self.settings.max_steps, language=language)
+                                           max_steps=self.settings.max_steps, language=language,
+                                           max_lines=getattr(span, "max_lines", None) or None)
         except asyncio.CancelledError:
             # a fill cancelled after running this long says the model takes at least this long
             elapsed = (time.perf_counter() - started) * 1000.0

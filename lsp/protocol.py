@@ -8,13 +8,15 @@ UTF-8. The same framing runs over a child's stdin/stdout pipes and over a Unix s
 Client -> worker:
   {"op": "hello", "client": str}                       -> a "status" message
   {"op": "fill", "id": int, "doc": str, "prefix": str, "suffix": str,
-   "canvas_length": int|null, "max_steps": int|null, "seed": int}
+   "canvas_length": int|null, "max_steps": int|null, "max_lines": int|null, "language": str|null,
+   "seed": int}
                                                        -> "result" or "error" with the same id
   {"op": "cancel", "id": int}                          stop that fill at its next denoising step
   {"op": "status"}                                     -> a "status" message
   {"op": "shutdown"}                                   the worker exits (a shared one too)
 Worker -> client:
-  {"op": "result", "id", "text", "steps", "ms", "cancelled", "reused_tokens", "encoded_tokens"}
+  {"op": "result", "id", "text", "steps", "ms", "cancelled", "reused_tokens", "encoded_tokens",
+   "queue_ms", "steps_after_cancel"}
   {"op": "error", "id": int|null, "message": str}
   {"op": "status", "state": "loading"|"ready"|"busy"|"error", "message": str, "last_ms": float|null,
    "model": str|null, "tokenizer": str|null, "pid": int, "stats": {...}}

@@ -246,13 +246,14 @@ class WorkerClient:
 
     # ---- requests --------------------------------------------------------------------------
     async def fill(self, doc: str, prefix: str, suffix: str, canvas_length: int | None = None,
-                   max_steps: int | None = None, language: str | None = None) -> FillReply:
+                   max_steps: int | None = None, language: str | None = None,
+                   max_lines: int | None = None) -> FillReply:
         """Fill the hole; retried once on a fresh worker if the worker dies meanwhile.
 
         Cancelling the awaiting task cancels the fill in the worker (between two steps)."""
         message = {"op": "fill", "doc": doc, "prefix": prefix, "suffix": suffix, "canvas_length": canvas_length,
                    "max_steps": max_steps if max_steps is not None else self.settings.max_steps,
-                   "language": language, "seed": 0}
+                   "language": language, "max_lines": max_lines, "seed": 0}
         for attempt in (1, 2):
             try:
                 await self.start()

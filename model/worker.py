@@ -66,9 +66,16 @@ def run(args) -> int:
             return 0
         _write_pid(lock)
         worker = Worker(args, shared=True)
-        return asyncio.run(worker.serve_socket(path, lock))
+        _exit_now(asyncio.run(worker.serve_socket(path, lock)))
     worker = Worker(args, shared=False)
-    return asyncio.run(worker.serve_stdio())
+    _exit_now(asyncio.run(worker.serve_stdio()))
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for the compute thread (it may be in the middle of a step)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # ---- the model -------------------------------------------------------------------------------
@@ -370,6 +377,7 @@ class Worker:
                 p["prefix"], p["suffix"], canvas_length=_opt_int(p.get("canvas_length")),
                 max_steps=_opt_int(p.get("max_steps")), seed=int(p.get("seed") or 0), on_step=on_step,
                 doc_key=f"{job.conn.number}:{job.doc}", language=p.get("language") or None,
+                max_lines=_opt_int(p.get("max_lines")),
             )
         except Exception as exc:  # a bad request must not take the worker down
             traceback.print_exc(file=sys.stderr)

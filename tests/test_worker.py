@@ -157,8 +157,11 @@ async def test_a_shared_worker_exits_after_its_idle_timeout_and_removes_its_sock
         client = await Client.connect(path)
         await client.ready()
         await client.close()
-        proc.wait(30)
-        assert proc.returncode == 0 and not os.path.exists(path)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the worker did not exit when idle: {proc.stderr.read() if proc.poll() else ''}")
+        assert proc.returncode == 0 and not os.path.exists(path), proc.stderr.read()
 
 
 def test_a_socket_folder_other_users_can_write_is_refused(tiny_model, socket_dir):

@@ -28,6 +28,15 @@ class FillResult:
     prompt_format: str
 
 
+_UNPRINTABLE = {c: None for c in list(range(0, 9)) + [11, 12] + list(range(14, 32)) + [127, 0xFFFD]}
+
+
+def printable(text: str) -> str:
+    """Drop control characters (but tab and line breaks) and U+FFFD (bytes that did not decode):
+    nothing an editor should insert into a file."""
+    return text.translate(_UNPRINTABLE)
+
+
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -92,7 +101,7 @@ class Infiller:
         tokens = r.tokens[0]
         if prompt.middle_len is not None:
             tokens = tokens[: prompt.middle_len]
-        text = "" if r.cancelled else m.tokenizer.decode(tokens)
+        text = "" if r.cancelled else printable(m.tokenizer.decode(tokens))
         for stop in prompt.stop_texts:
             cut = text.find(stop)
             if cut >= 0:

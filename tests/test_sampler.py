@@ -145,6 +145,15 @@ def test_infiller_reuses_the_common_prefix_and_gives_the_same_answer(fim_checkpo
     assert fresh.tokens == again.tokens and fresh.text == again.text
 
 
+def test_fill_text_never_holds_control_characters_or_undecodable_bytes(fim_checkpoint):
+    from diffill.model.infill import printable
+    assert printable("a\tb\nc\r\n\x00\x14\x1b[0m\ufffdd\x7f") == "a\tb\nc\r\n[0md"
+    m = load_model(fim_checkpoint)  # random weights: raw output is full of broken bytes
+    for seed in range(3):
+        text = Infiller(m).fill("x = ", "\n", canvas_length=16, max_steps=3, seed=seed).text
+        assert text == printable(text)
+
+
 def test_common_prefix_len():
     assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_len([], [1]) == 0

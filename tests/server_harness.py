@@ -14,6 +14,11 @@ from pytest_lsp.client import make_test_lsp_client
 
 SERVER = [sys.executable, "-m", "diffill.lsp.cli", "serve"]
 
+# A place where the tiny random checkpoint below gives a completion that survives trimming (its
+# weights are random, so some places get only an end-of-text): the text, and the cursor.
+COMPLETES = "def total(values):\n    return \n"
+COMPLETES_AT = (1, 11)
+
 
 def capabilities(inline: bool = True, encodings=None, progress: bool = True) -> types.ClientCapabilities:
     return types.ClientCapabilities(
@@ -27,8 +32,8 @@ def capabilities(inline: bool = True, encodings=None, progress: bool = True) -> 
     )
 
 
-class Session:
-    """A started client with what the server told it."""
+class Editor:
+    """A client started against the real server, with what the server told it."""
 
     def __init__(self, client: LanguageClient):
         self.client = client
@@ -112,7 +117,7 @@ def _plain(obj):
 
 
 @contextlib.asynccontextmanager
-async def session(options: dict, caps: types.ClientCapabilities | None = None, env: dict | None = None,
+async def editor(options: dict, caps: types.ClientCapabilities | None = None, env: dict | None = None,
                   wait: bool = True):
     holder: dict = {}
 
@@ -121,15 +126,15 @@ async def session(options: dict, caps: types.ClientCapabilities | None = None, e
 
         @client.feature("diffill/status")
         def on_status(params):
-            holder["session"].statuses.append(_plain(params))
+            holder["editor"].statuses.append(_plain(params))
 
         return client
 
     server_env = {**os.environ, **(env or {})}
     config = ClientServerConfig(server_command=SERVER, client_factory=factory, server_env=server_env)
     client = await config.start()
-    s = Session(client)
-    holder["session"] = s
+    s = Editor(client)
+    holder["editor"] = s
     try:
         await client.initialize_session(types.InitializeParams(
             capabilities=caps or capabilities(), initialization_options=options, process_id=os.getpid()))

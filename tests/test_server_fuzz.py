@@ -5,7 +5,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from pygls.exceptions import JsonRpcException
 
-from server_harness import session, tiny_model  # noqa: F401
+from server_harness import editor, tiny_model  # noqa: F401
 
 URIS = ["file:///f/a.py", "file:///f/b.rs", "file:///f/%F0%9F%98%80.js", "untitled:Untitled-1"]
 METHODS = ["textDocument/inlineCompletion", "textDocument/completion", "textDocument/didOpen",
@@ -55,9 +55,9 @@ BASELINE = {"maxSteps": 2, "canvasCap": 8, "debounceMs": 0, "contextTokens": 512
 
 
 @pytest.fixture
-async def fuzz_session(tiny_model):
+async def fuzz_editor(tiny_model):
     """One server for all the examples of a test (hypothesis runs them on the test's event loop)."""
-    async with session({"model": tiny_model, "workerMode": "private", **BASELINE}) as s:
+    async with editor({"model": tiny_model, "workerMode": "private", **BASELINE}) as s:
         yield s
 
 
@@ -88,15 +88,15 @@ async def _check_alive(s) -> None:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                 HealthCheck.too_slow])
 @given(sequence=st.lists(messages, min_size=1, max_size=15))
-async def test_fuzzed_message_sequences_never_kill_the_server(fuzz_session, sequence):
-    await _play(fuzz_session, sequence)
-    await _check_alive(fuzz_session)
+async def test_fuzzed_message_sequences_never_kill_the_server(fuzz_editor, sequence):
+    await _play(fuzz_editor, sequence)
+    await _check_alive(fuzz_editor)
 
 
 @pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(sequence=st.lists(messages, min_size=1, max_size=40))
-async def test_long_fuzzed_message_sequences_never_kill_the_server(fuzz_session, sequence):
-    await _play(fuzz_session, sequence)
-    await _check_alive(fuzz_session)
+async def test_long_fuzzed_message_sequences_never_kill_the_server(fuzz_editor, sequence):
+    await _play(fuzz_editor, sequence)
+    await _check_alive(fuzz_editor)

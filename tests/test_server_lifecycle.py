@@ -7,7 +7,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from server_harness import session, shared_worker, tiny_model  # noqa: F401
+from server_harness import editor, shared_worker, tiny_model  # noqa: F401
 
 # A cursor at the start of a function body: the span is a whole definition, the longest canvas.
 BODY = "import math\n\n\ndef area(radius):\n    \n"
@@ -31,7 +31,7 @@ async def wait_for_state(s, state: str, after: int, timeout: float = 60.0) -> No
 
 
 async def test_a_cancelled_request_answers_request_cancelled_and_frees_the_worker_within_one_step(tiny_model, shared_worker):
-    async with session(options(tiny_model, shared_worker, maxSteps=256, canvasCap=256)) as s:
+    async with editor(options(tiny_model, shared_worker, maxSteps=256, canvasCap=256)) as s:
         uri = "file:///project/area.py"
         s.open(uri, BODY)
         seen = len(s.statuses)
@@ -55,7 +55,7 @@ async def test_a_cancelled_request_answers_request_cancelled_and_frees_the_worke
 
 
 async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny_model, shared_worker):
-    async with session(options(tiny_model, shared_worker, debounceMs=75)) as s:
+    async with editor(options(tiny_model, shared_worker, debounceMs=75)) as s:
         uri = "file:///project/burst.py"
         s.open(uri, "def total(values):\n    return \n")
         rss_before = _rss_kb(s.client._server.pid)
@@ -76,7 +76,7 @@ async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny
 
 
 async def test_a_worker_killed_mid_request_is_restarted_and_the_next_request_is_served(tiny_model):
-    async with session(options(tiny_model, maxSteps=32, canvasCap=256)) as s:
+    async with editor(options(tiny_model, maxSteps=32, canvasCap=256)) as s:
         uri = "file:///project/area.py"
         s.open(uri, BODY)
         pid = (await s.stats())["worker"]["status"]["pid"]
@@ -95,7 +95,7 @@ async def test_a_worker_killed_mid_request_is_restarted_and_the_next_request_is_
 
 
 async def test_typing_through_a_shown_completion_is_answered_from_the_cache_in_under_5_ms(tiny_model, shared_worker):
-    async with session(options(tiny_model, shared_worker)) as s:
+    async with editor(options(tiny_model, shared_worker)) as s:
         uri = "file:///project/t.py"
         s.open(uri, "def total(values):\n    return \n")
         shown = (await s.inline(uri, 1, 11)).items[0].insert_text

@@ -9,7 +9,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from server_harness import capabilities, session, shared_worker, tiny_model  # noqa: F401
+from server_harness import COMPLETES, COMPLETES_AT, capabilities, editor, shared_worker, tiny_model  # noqa: F401
 
 # "é" as e + combining accent, an emoji outside the BMP, CJK: each counts differently per encoding
 LINE = "label = 'e\u0301😀漢字' + "
@@ -30,7 +30,7 @@ def units(text: str, encoding: str) -> int:
 async def test_inline_completion_returns_an_item_at_the_cursor_in_the_negotiated_encoding(
         encoding, tiny_model, shared_worker):
     caps = capabilities(encodings=[encoding] if encoding != "utf-16" else None)
-    async with session(options(tiny_model, shared_worker), caps) as s:
+    async with editor(options(tiny_model, shared_worker), caps) as s:
         uri = "file:///project/greet.py"
         s.open(uri, SOURCE)
         character = units("    " + LINE, encoding)
@@ -43,7 +43,7 @@ async def test_inline_completion_returns_an_item_at_the_cursor_in_the_negotiated
 
 
 async def test_clients_without_inline_completion_get_a_completion_item_with_a_text_edit(tiny_model, shared_worker):
-    async with session(options(tiny_model, shared_worker), capabilities(inline=False)) as s:
+    async with editor(options(tiny_model, shared_worker), capabilities(inline=False)) as s:
         uri = "file:///project/greet.py"
         s.open(uri, SOURCE)
         character = units("    " + LINE, "utf-16")
@@ -57,31 +57,31 @@ async def test_clients_without_inline_completion_get_a_completion_item_with_a_te
 
 async def test_invalid_settings_fall_back_to_defaults_with_one_message(tiny_model, shared_worker):
     opts = options(tiny_model, shared_worker, maxSteps="many", colour="blue")
-    async with session(opts) as s:
+    async with editor(opts) as s:
         warnings = [m for m in s.client.messages if m.type == types.MessageType.Warning]
         assert len(warnings) == 1
         assert "maxSteps" in warnings[0].message and "colour" in warnings[0].message
         uri = "file:///project/a.py"
-        s.open(uri, "x = 1\ny = ")
-        assert (await s.inline(uri, 1, 4)) is not None  # still completes, with the default steps
+        s.open(uri, COMPLETES)
+        assert (await s.inline(uri, *COMPLETES_AT)) is not None  # still completes, with the default steps
 
 
 async def test_configuration_changes_apply_without_a_restart(tiny_model, shared_worker):
-    async with session(options(tiny_model, shared_worker)) as s:
+    async with editor(options(tiny_model, shared_worker)) as s:
         uri = "file:///project/a.py"
-        s.open(uri, "x = 1\ny = ")
+        s.open(uri, COMPLETES)
         s.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"diffill": {"languages": ["rust"]}}))
-        assert (await s.inline(uri, 1, 4)) is None  # python is no longer enabled
+        assert (await s.inline(uri, *COMPLETES_AT)) is None  # python is no longer enabled
         s.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"diffill": {"languages": None}}))
-        assert (await s.inline(uri, 1, 4)) is not None
+        assert (await s.inline(uri, *COMPLETES_AT)) is not None
 
 
 async def test_a_missing_model_gives_one_clear_message_and_the_server_stays_up(tmp_path):
     missing = str(tmp_path / "no-such-model")
     opts = {"model": missing, "workerMode": "private", "debounceMs": 0}
-    async with session(opts) as s:
+    async with editor(opts) as s:
         status = await s.wait_ready()
         assert status["state"] == "error" and missing in status["message"]
         uri = "file:///project/a.py"
@@ -94,7 +94,7 @@ async def test_a_missing_model_gives_one_clear_message_and_the_server_stays_up(t
 
 
 async def test_malformed_requests_get_lsp_errors_not_a_crash(tiny_model, shared_worker):
-    async with session(options(tiny_model, shared_worker)) as s:
+    async with editor(options(tiny_model, shared_worker)) as s:
         # params of the wrong shape: InvalidParams
         with pytest.raises(JsonRpcException) as error:
             await s.raw_request(types.TEXT_DOCUMENT_INLINE_COMPLETION, {"textDocument": 5, "position": "here"})
@@ -112,7 +112,7 @@ async def test_malformed_requests_get_lsp_errors_not_a_crash(tiny_model, shared_
 
 
 async def test_a_ten_megabyte_or_binary_document_does_not_stall_the_server(tiny_model, shared_worker):
-    async with session(options(tiny_model, shared_worker)) as s:
+    async with editor(options(tiny_model, shared_worker)) as s:
         big = ("def f(x):\n    return x + 1\n" * 400_000)[: 10 * 1024 * 1024]
         uri = "file:///project/big.py"
         started = time.monotonic()
@@ -149,7 +149,7 @@ def test_serve_check_explains_a_bad_setting_and_a_missing_model(tmp_path):
 
 
 async def test_the_model_load_is_reported_with_progress_and_status(tiny_model):
-    async with session({"model": tiny_model, "workerMode": "private"}) as s:
+    async with editor({"model": tiny_model, "workerMode": "private"}) as s:
         assert [st["state"] for st in s.statuses][0] == "loading"
         assert s.statuses[-1]["state"] == "ready" and tiny_model in s.statuses[-1]["message"]
         for _ in range(100):  # the end of the progress may trail the ready status by a message
@@ -161,8 +161,8 @@ async def test_the_model_load_is_reported_with_progress_and_status(tiny_model):
         assert isinstance(reports[-1], types.WorkDoneProgressEnd)
         assert any(isinstance(r, types.WorkDoneProgressReport) and r.percentage for r in reports)
         uri = "file:///project/a.py"
-        s.open(uri, "x = 1\ny = ")
-        assert (await s.inline(uri, 1, 4)) is not None
+        s.open(uri, COMPLETES)
+        assert (await s.inline(uri, *COMPLETES_AT)) is not None
         for _ in range(100):  # the status after the fill carries its latency
             if s.statuses[-1]["latency_ms"] is not None:
                 break

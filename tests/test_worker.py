@@ -10,7 +10,7 @@ import time
 import pytest
 
 from diffill.lsp import protocol
-from server_harness import daemon_pid, session, socket_dir, tiny_model  # noqa: F401
+from server_harness import COMPLETES, COMPLETES_AT, daemon_pid, editor, socket_dir, tiny_model  # noqa: F401
 
 WORKER = [sys.executable, "-m", "diffill.lsp.cli", "worker"]
 
@@ -178,16 +178,16 @@ async def test_the_server_starts_a_shared_worker_that_outlives_it_and_serves_the
     path = os.path.join(socket_dir, "w.sock")
     opts = {"model": tiny_model, "workerMode": "shared", "workerSocket": path, "workerIdleTimeout": 30,
             "debounceMs": 0, "maxSteps": 4, "canvasCap": 16}
-    async with session(opts) as first:
+    async with editor(opts) as first:
         pid = (await first.stats())["worker"]["status"]["pid"]
         assert pid == daemon_pid(path)
     os.kill(pid, 0)  # still running after the editor left
     started = time.monotonic()
-    async with session(opts) as second:
+    async with editor(opts) as second:
         assert (await second.stats())["worker"]["status"]["pid"] == pid
         uri = "file:///project/a.py"
-        second.open(uri, "x = ")
-        assert (await second.inline(uri, 0, 4)) is not None
+        second.open(uri, COMPLETES)
+        assert (await second.inline(uri, *COMPLETES_AT)) is not None
     assert time.monotonic() - started < 30  # warm: no model load this time
 
 

@@ -1,10 +1,13 @@
 """One canvas at fixed steps: our engine and transformers' generate() side by side, same random model.
 
     .venv/bin/python bench/engine_vs_transformers.py [--steps 16] [--repeats 3] [--threads 2]
+                                                     [--dtypes float32,bfloat16] [--clock wall|cpu]
 
 Builds a random DiffusionGemma of about 40M parameters (real layout, 256-token canvas), runs one
 canvas of 256 tokens at a fixed number of denoising steps (adaptive stopping off) after a 128-token
-prompt in both engines, alternating, and writes bench/results/engine_vs_transformers.json.
+prompt in both engines, alternating, in each dtype (like for like), and writes
+bench/results/engine_vs_transformers.json. "defaults" compares each engine at its default dtype
+here (ours: auto, transformers: float32).
 """
 import argparse
 import datetime
@@ -29,57 +32,83 @@ def main():
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtypes", default="float32,bfloat16", help="each is run in both engines, like for like")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: this process's CPU time, robust to other load on a shared machine (use with "
+                         "--threads 1, where no thread spins waiting for another)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_vs_transformers.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
     from transformers import DiffusionGemmaForBlockDiffusion
 
-    from diffill.model import GenerationSettings, build_random_checkpoint, load_model
+    from diffill.model import GenerationSettings, build_random_checkpoint, load_model, resolve_dtype
+    from diffill.model.checkpoint import cpu_has_native_bf16
     from diffill.model.sampler import sample
 
     # confidence_threshold 1e-9: the adaptive stop never fires on a random model, both run exactly `steps` steps
     gen = GenerationSettings(max_denoising_steps=args.steps, confidence_threshold=1e-9)
+    dtypes = [getattr(torch, d) for d in args.dtypes.split(",")]
+    prompt = torch.randint(5, 16000, (1, 128), generator=torch.Generator().manual_seed(0))
+    engines = {}
     with tempfile.TemporaryDirectory() as d:
         path = build_random_checkpoint(d, config_overrides=CONFIG, canvas_length=256, seed=0, generation=gen)
-        ours = load_model(path)
-        ref = DiffusionGemmaForBlockDiffusion.from_pretrained(path, dtype=torch.float32).eval()
-    params = ours.num_parameters()
-    prompt = torch.randint(5, 16000, (1, 128), generator=torch.Generator().manual_seed(0))
+        for dt in dtypes:
+            engines[dt] = (load_model(path, dtype=dt),
+                           DiffusionGemmaForBlockDiffusion.from_pretrained(path, dtype=dt).eval())
+    params = engines[dtypes[0]][0].num_parameters()
 
-    def run_ours(seed):
-        r = sample(ours, ours.encode(prompt), max_new_tokens=256, seed=seed)
+    def run_ours(model, seed):
+        r = sample(model, model.encode(prompt), max_new_tokens=256, seed=seed)
         assert r.steps == args.steps, r.steps
         return r.tokens[0]
 
-    def run_ref(seed):
+    def run_ref(model, seed):
         torch.manual_seed(seed)
-        out = ref.generate(prompt, max_new_tokens=256, max_denoising_steps=args.steps, confidence_threshold=1e-9)
+        out = model.generate(prompt, max_new_tokens=256, max_denoising_steps=args.steps, confidence_threshold=1e-9)
         return out.sequences[0, 128:].tolist()
 
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    times = {(dt, who): [] for dt in dtypes for who in ("ours", "transformers")}
+    same = {}
     with torch.inference_mode():
-        same = run_ours(0) == [t for t in run_ref(0) if t not in (0,)][:len(run_ours(0))]  # warm-up + parity
-        times = {"ours": [], "transformers": []}
-        for i in range(args.repeats):
-            for name, fn in (("ours", run_ours), ("transformers", run_ref)):
-                t0 = time.perf_counter()
-                fn(i + 1)
-                times[name].append((time.perf_counter() - t0) * 1000)
-    ours_ms = statistics.median(times["ours"])
-    ref_ms = statistics.median(times["transformers"])
-    row = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
+        for dt, (ours, ref) in engines.items():  # warm-up, and the same seed gives the same tokens
+            a, b = run_ours(ours, 0), run_ref(ref, 0)
+            same[dt] = a == b[:len(a)]
+        for i in range(args.repeats):  # alternate, so that load on the machine hits both alike
+            for dt, (ours, ref) in engines.items():
+                for who, fn, model in (("ours", run_ours, ours), ("transformers", run_ref, ref)):
+                    t0 = clock()
+                    fn(model, i + 1)
+                    times[(dt, who)].append((clock() - t0) * 1000)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    name = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    auto = resolve_dtype("auto", "cpu")
+    rows = {name[dt]: {"ours_ms": round(med[(dt, "ours")], 1), "transformers_ms": round(med[(dt, "transformers")], 1),
+                       "speedup": round(med[(dt, "transformers")] / med[(dt, "ours")], 3),
+                       "same_tokens_as_transformers": same[dt],  # see bench/results/README.md
+                       "ours_runs_ms": [round(t) for t in times[(dt, "ours")]],
+                       "transformers_runs_ms": [round(t) for t in times[(dt, "transformers")]]}
+            for dt in dtypes}
+    base = dtypes[0]
+    result = {
+        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, native bf16: "
+                   f"{cpu_has_native_bf16()}",
         "date": datetime.date.today().isoformat(),
-        "command": "python bench/engine_vs_transformers.py " + f"--steps {args.steps} --repeats {args.repeats} --threads {args.threads}",
+        "command": f"python bench/engine_vs_transformers.py --steps {args.steps} --repeats {args.repeats} "
+                   f"--threads {args.threads} --dtypes {args.dtypes} --clock {args.clock}",
+        "clock": "process CPU time" if args.clock == "cpu" else "wall time",
         "params": params, "steps": args.steps, "canvas": 256, "prompt_tokens": 128,
-        "ours_ms": round(ours_ms, 1), "transformers_ms": round(ref_ms, 1),
-        "speedup": round(ref_ms / ours_ms, 3),
-        "ours_runs_ms": [round(t, 1) for t in times["ours"]],
-        "transformers_runs_ms": [round(t, 1) for t in times["transformers"]],
-        "same_tokens_as_transformers": same,
+        # headline: like for like in the first dtype
+        "dtype": name[base], "ours_ms": rows[name[base]]["ours_ms"],
+        "transformers_ms": rows[name[base]]["transformers_ms"], "speedup": rows[name[base]]["speedup"],
+        "by_dtype": rows,
     }
-    Path(args.out).write_text(json.dumps(row, indent=2) + "\n")
-    print(json.dumps(row, indent=2))
+    if auto in dtypes and torch.float32 in dtypes:  # each engine at its default dtype on this machine
+        result["defaults"] = {"ours_dtype": name[auto], "transformers_dtype": "float32",
+                              "speedup": round(med[(torch.float32, "transformers")] / med[(auto, "ours")], 3)}
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

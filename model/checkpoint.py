@@ -101,7 +101,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX), where bf16 is about twice as fast."""
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             flags = next((line for line in f if line.startswith("flags")), "")
@@ -111,13 +111,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 def resolve_dtype(dtype, device="cpu") -> torch.dtype:
-    """A torch dtype from a dtype, a name, or "auto" (bf16 on CUDA and on CPUs with native bf16, else fp32)."""
+    """A torch dtype from a dtype, a name, or "auto": bfloat16 on CUDA, float32 on the CPU.
+
+    On the CPU bf16 pays only for large matrices, and only on CPUs with native bf16 (measured here:
+    about 2x faster per step for a 43M-parameter model, many times slower for the small embedded
+    model, whose time goes to element-wise work), so it is a choice, not the default."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype in (None, "auto"):
-        if str(device).startswith("cuda") or cpu_has_native_bf16():
-            return torch.bfloat16
-        return torch.float32
+        return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]

@@ -7,7 +7,7 @@ def add_model_arguments(p):
     p.add_argument("--model", help="checkpoint directory or cached hub id (default: the embedded model)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
-                   help="weights' dtype; auto: bfloat16 on CUDA and on CPUs with native bf16, else float32")
+                   help="weights' dtype; auto: bfloat16 on CUDA, float32 on the CPU")
     p.add_argument("--steps", type=int, help="maximum denoising steps per canvas (default: the checkpoint's)")
     p.add_argument("--seed", type=int, default=0)
 

@@ -1,5 +1,13 @@
 """Shared fixtures: tiny real checkpoints (random weights, real safetensors files, real tokenizers)."""
+import os
+
 import pytest
+import torch
+
+# Without CUDA, Triton kernels run in Triton's interpreter. The variable must be set before triton is
+# first imported by anything in this process (transformers may import it), not only before our kernels.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")

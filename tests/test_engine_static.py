@@ -10,6 +10,15 @@ from diffill.model.static_step import StaticDenoiser
 C = 8
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny shapes: one thread is fastest, and it does not spin against other load on the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def model():
     m = build_model(make_config(dict(TINY_TEXT), canvas_length=C), seed=3)
@@ -169,3 +178,26 @@ def test_fused_sampler_equals_the_unfused_one_with_the_same_draws(request, which
         want, want_steps = _gpu_canvas(model, cache, settings, 8, seed, draw="gumbel", chunk=100)
         got, got_steps = _gpu_canvas(model, cache, settings, 8, seed, fused=True, chunk=100)
         assert torch.equal(got, want) and got_steps == want_steps
+
+
+# -- the GPU benchmark, shrunk -----------------------------------------------------------------------
+
+def test_the_gpu_benchmark_runs_shrunk_and_writes_every_key(tmp_path):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parent.parent / "bench" / "engine_gpu.py"
+    spec = importlib.util.spec_from_file_location("engine_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "engine_gpu.json"
+    bench.main(["--shrink", "--prompts", "16", "--context", "24", "--canvas", "8", "--steps", "16",
+                "--bandwidth-tbs", "0.05", "--out", str(out)])
+    import json
+    r = json.loads(out.read_text())
+    assert r["device"] and r["date"] and r["shrink"] is True
+    for form in ("bf16", "fp8", "int4"):
+        assert {"step_ms", "floor_ms", "tok_per_s_16", "peak_gb"} <= r[form].keys()
+        assert r[form]["step_ms"] > 0 and r[form]["tok_per_s_16"] > 0 and r[form]["floor_ms"] > 0
+    assert r["bf16"]["weight_bytes"] > r["fp8"]["weight_bytes"] > r["int4"]["weight_bytes"]
+    assert r["transformers_tok_per_s_16"] > 0
+    assert out.with_suffix(".svg").read_text().startswith("<svg")

@@ -12,7 +12,8 @@ the model directly on the device (no file) and measures:
   canvas routes 2,048 tokens to 128 experts: every expert is read each step);
 - tokens/s for one 256-token canvas at 8, 16 and 48 steps: 256 / the denoising loop's time
   (model/gpu_sampler.py with the fused head, adaptive stop off so that every step runs), the cache
-  and the graph already made; and the same end to end at 16 steps (prefill + graph + loop);
+  and the graph already made; at 16 steps also with the unfused head (logits from the graph) and
+  end to end (prefill + graph capture + loop);
 - peak GPU memory.
 Then transformers' DiffusionGemmaForBlockDiffusion at the same config in bf16: generate() for one
 canvas after the same prompt at 16 steps (end to end, its own prefill included).
@@ -156,9 +157,15 @@ def measure_form(args, text, device, dtype, form, clock, bandwidth):
         step.canvas.random_(0, v, generator=gen)
         row["step_ms"] = round(clock.ms(step.run, max(args.repeats, 3) * 3), 3)
         row["floor_ms"] = None if bandwidth is None else round(weight_bytes(model) / bandwidth * 1000, 3)
+        fixed = GenerationSettings(confidence_threshold=0.0)  # the adaptive stop never fires: every step runs
+
+        def unfused():  # [B, C, V] fp32 logits from the graph, sampled by multinomial as the reference does
+            denoise_canvas(model, step, fixed, 16, gen, check_every=16)
+
+        unfused()
+        row["tok_per_s_16_unfused_head"] = round(args.canvas / (clock.ms(unfused, args.repeats) / 1000), 1)
         del step
         fused = StaticDenoiser(model, cache, args.canvas, with_logits=False)
-        fixed = GenerationSettings(confidence_threshold=0.0)  # the adaptive stop never fires: every step runs
 
         def canvas(n):
             return denoise_canvas(model, fused, fixed, n, gen, check_every=n, fused=True, draw="gumbel",

@@ -3,6 +3,9 @@
     diffill train --size small --corpus .cache/corpus/clean.jsonl --tokenizer .cache/tokenizer.json \
         --run runs/small --steps 20000 --export model/embedded
 
+Missing inputs are built first: the corpus (`corpus.py`: collect, deduplicate; `overlap.py`: drop
+files that share a 13-gram with --evaldata) and the tokenizer (`bpe.py`).
+
 Everything random in step n (which files, which holes, canvas length, noise) is drawn from
 generators seeded by (seed, n), so a run is a function of its seed and resuming needs only the
 weights, the optimizer state and the step, which are saved (safetensors + JSON) every --save-every
@@ -124,23 +127,33 @@ def load_state(run: Path, model, opt) -> dict:
 
 @torch.no_grad()
 def init_weights_(model, layers: int, seed: int, std: float = 0.02):
-    """Matrices N(0, std), output projections scaled by 1/sqrt(2 * layers); norms and scales 1."""
+    """Initial weights for training from scratch.
+
+    Matrices N(0, std); the embedding N(0, 1/sqrt(H)) so that, scaled by sqrt(H), tokens enter at unit
+    RMS; norms 1, except the post-attention and post-feed-forward norms, which start at 1/sqrt(2 * layers):
+    every branch output is RMS-normalised before it joins the residual, so these weights (not the
+    output projections) set how loud a block is, and starting them low keeps the residual close to
+    the token embeddings at first. q and k norms start at D^-1/4: the attention scaling is 1.0 (no
+    1/sqrt(D)), so this gives q.k unit variance at first instead of one-hot softmaxes.
+    """
     g = torch.Generator().manual_seed(seed)
+    hidden = model.config.hidden_size
     for name, p in model.named_parameters():
-        if p.dim() >= 2:
-            s = std / math.sqrt(2 * layers) if name.endswith(("o_proj.weight", "down_proj.weight", "experts.down_proj")) else std
-            p.copy_(torch.randn(p.shape, generator=g) * s)
+        if name == "embed_tokens.weight":
+            p.copy_(torch.randn(p.shape, generator=g) * hidden ** -0.5)
+        elif p.dim() >= 2:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
         else:
             p.fill_(1.0)
     for name, b in model.named_buffers():
         if "layer_scalar" in name:
             b.fill_(1.0)
-    # Attention scaling is 1.0 (no 1/sqrt(D)): q and k norms start at D^-1/4 so that q.k starts at unit
-    # variance, as with the usual scaling; otherwise the first softmaxes are one-hot and training diverges.
     for layer in model.layers:
         d = layer.self_attn.spec.head_dim
         layer.self_attn.q_norm.weight.fill_(d ** -0.25)
         layer.self_attn.k_norm.weight.fill_(d ** -0.25)
+        layer.post_attention_layernorm.weight.fill_((2 * layers) ** -0.5)
+        layer.post_feedforward_layernorm.weight.fill_((2 * layers) ** -0.5)
 
 
 def new_model(size: str, tokenizer_file: Path, seed: int, canvas_length: int = 256):
@@ -166,12 +179,37 @@ def export(model, out: Path, meta: dict, dtype=torch.bfloat16, max_shard_bytes: 
     return out
 
 
+# ---------------------------------------------------------------- inputs
+
+def prepare(args) -> None:
+    """Build the decontaminated corpus and the tokenizer when they are missing."""
+    if not args.corpus.is_file():
+        from . import corpus as corpus_mod
+        from .overlap import check
+        if not (args.evaldata / "humaneval-infilling").is_dir():
+            raise SystemExit(f"diffill train: {args.corpus} is missing and building it needs the evaluation data "
+                             f"for decontamination; pass --evaldata (looked in {args.evaldata})")
+        raw = args.corpus.parent / "files.jsonl"
+        print(f"collecting the corpus into {raw}", file=sys.stderr)
+        corpus_mod.build(raw.parent)
+        report = check(raw, args.evaldata, args.corpus)
+        print(f"decontamination: dropped {report['corpus_files_dropped']} of {report['corpus_files']} files",
+              file=sys.stderr)
+    if not args.tokenizer.is_file():
+        from .bpe import sample_texts, train_tokenizer
+        print(f"training the tokenizer into {args.tokenizer}", file=sys.stderr)
+        args.tokenizer.parent.mkdir(parents=True, exist_ok=True)
+        train_tokenizer(sample_texts(args.corpus, 40_000_000, args.seed), 8192).save(str(args.tokenizer))
+
+
 # ---------------------------------------------------------------- loop
 
 def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--size", choices=sorted(SIZES), default="small")
     p.add_argument("--corpus", type=Path, default=Path(".cache/corpus/clean.jsonl"))
     p.add_argument("--tokenizer", type=Path, default=Path(".cache/tokenizer.json"))
+    p.add_argument("--evaldata", type=Path, default=Path("../shared/evaldata"),
+                   help="evaluation data kept out of the corpus (needed only to build the corpus)")
     p.add_argument("--run", type=Path, required=True, help="folder for the resumable training state")
     p.add_argument("--export", type=Path, default=None, help="write the finished model here (HF layout)")
     p.add_argument("--steps", type=int, default=20000, help="total steps (sets the schedule)")
@@ -217,6 +255,7 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     args.run.mkdir(parents=True, exist_ok=True)
+    prepare(args)
     model = new_model(args.size, args.tokenizer, args.seed).to(args.device).train()
     for p in model.parameters():
         p.requires_grad_(True)

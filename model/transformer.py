@@ -215,7 +215,11 @@ class DiffusionGemma(nn.Module):
         w = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
         logits = F.linear(h, w).float()
         cap = self.config.final_logit_softcapping
-        return logits if cap is None else logits.div_(cap).tanh_().mul_(cap)  # in place: [B, C, V] is large
+        if cap is None:
+            return logits
+        if logits.requires_grad:  # training: autograd needs tanh's output intact
+            return torch.tanh(logits / cap) * cap
+        return logits.div_(cap).tanh_().mul_(cap)  # inference: in place, [B, C, V] is large
 
     def _rope(self, positions, dtype):
         tables, out = {}, []

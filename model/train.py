@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import signal
 import sys
 import time
 import zlib
@@ -229,6 +230,8 @@ def add_arguments(p: argparse.ArgumentParser):
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=True,
+                   help="bf16 autocast for the matrix products (fp32 weights and optimizer); 1.6x faster on AVX-512 CPUs")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -250,7 +253,15 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def run(args) -> int:
+    # Ctrl-C and SIGTERM save the state before leaving (also when started in the background,
+    # where SIGINT is otherwise ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -291,8 +302,9 @@ def run(args) -> int:
             batch = make_batch(corpus, fim, args.seed, step, args.batch_size, args.canvas_lengths)
             g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
             self_cond = bool(torch.rand(1, generator=g) < 0.5)
-            loss, parts = training_loss(model, batch, g, mask_id, pad_id, self_cond, args.ar_weight,
-                                        args.pad_weight, balance)
+            with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.bf16):
+                loss, parts = training_loss(model, batch, g, mask_id, pad_id, self_cond, args.ar_weight,
+                                            args.pad_weight, balance)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

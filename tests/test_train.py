@@ -60,7 +60,7 @@ def _args(data, run, **kw):
     args = SimpleNamespace(size="tiny", corpus=corpus, tokenizer=tok, evaldata=None, run=run, export=None, steps=6, stop_at=None,
                            batch_size=2, lr=2e-3, warmup=2, decay_fraction=0.2, weight_decay=0.1, seed=3, ar_weight=0.5, pad_weight=0.1,
                            prefix_tokens=32, suffix_tokens=16, canvas_lengths=[16, 32], save_every=3, eval_every=100,
-                           log_every=3, threads=None, device="cpu")
+                           log_every=3, threads=None, device="cpu", bf16=True)
     args.__dict__.update(kw)
     return args
 

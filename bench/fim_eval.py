@@ -97,6 +97,7 @@ class ServerPath:
         self.max_steps = max_steps
 
     def complete(self, prefix: str, suffix: str, canvas_length: int | None = None) -> dict:
+        from diffill.lsp.completion import span_region
         from diffill.lsp.span import decide_span
         from diffill.lsp.trim import trim
 
@@ -105,12 +106,13 @@ class ServerPath:
         w = self.windows.window("bench", text, len(prefix), self.context_tokens, self.settings.prefix_share,
                                 self.settings.suffix_share)
         self.windows.forget("bench")
-        span = decide_span("python", w.prefix, w.suffix)
+        span = decide_span("python", *span_region(text, len(prefix)))  # as the server does
         canvas = canvas_length or min(span.canvas_length, self.settings.canvas_cap)
         if canvas <= 0:
             return {"text": "", "replace": 0, "ms": (time.perf_counter() - t0) * 1000, "span": span.kind,
                     "canvas": 0, "steps": 0, "raw": ""}
-        res = self.infiller.fill(w.prefix, w.suffix, canvas_length=canvas, max_steps=self.max_steps)
+        res = self.infiller.fill(w.prefix, w.suffix, canvas_length=canvas, max_steps=self.max_steps,
+                                 max_lines=span.max_lines or None)
         trimmed = trim("python", w.prefix, w.suffix, res.text, span)
         (_, _), (end_line, end_char) = trimmed.replace_range
         return {"text": trimmed.text, "replace": end_char if end_line == 0 else 0,

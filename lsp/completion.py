@@ -23,9 +23,23 @@ from .worker_client import WorkerClient
 
 # ---- span and trim (lsp/span.py, lsp/trim.py) ------------------------------------------------
 
+SPAN_BEFORE, SPAN_AFTER = 200_000, 50_000  # characters of the document the span decision parses
+
+
 def decide_span(language: str, prefix: str, suffix: str):
     from .span import decide_span as decide
     return decide(language, prefix, suffix)
+
+
+def span_region(text: str, offset: int, before: int = SPAN_BEFORE, after: int = SPAN_AFTER) -> tuple[str, str]:
+    """The (prefix, suffix) the span decision sees: far more of the document than the model's window,
+    which may start inside a docstring and make the cursor look as if it were inside a string.
+    Whole documents up to `before` characters ahead of the cursor; longer ones from a line start."""
+    start = max(0, offset - before)
+    if start > 0:
+        nl = text.find("\n", start, offset)
+        start = nl + 1 if nl >= 0 else start
+    return text[start:offset], text[offset:offset + after]
 
 
 def trim(language: str, prefix: str, suffix: str, completion: str, span) -> tuple[str, int]:
@@ -140,7 +154,7 @@ class Completer:
         window = self.windows.window(uri, text, offset, settings.context_tokens, settings.prefix_share,
                                      settings.suffix_share)
         language = doc.language_id
-        span = decide_span(language, window.prefix, window.suffix)
+        span = decide_span(language, *span_region(text, offset))
         canvas = min(int(span.canvas_length), settings.canvas_cap)
         if canvas <= 0:
             return None

@@ -7,6 +7,7 @@
   The output is the final argmax canvas.
 - "mask" (absorbing): the canvas starts as mask tokens; each step commits the most confident masked
   positions (same entropy bound, at least enough to finish in the steps left); committed tokens stay.
+  A position ends the middle only when end-of-sequence and padding together hold half the probability.
   It stops when every position up to the first committed end-of-sequence is committed.
 
 Canvases chain: a finished canvas without end-of-sequence is encoded into the cache and a fresh one
@@ -69,6 +70,20 @@ def entropy_bound_accept(entropy: torch.Tensor, bound: float, eligible: torch.Te
     if eligible is not None:
         take &= torch.isfinite(sorted_e)
     return torch.zeros_like(take).scatter(-1, order, take)
+
+
+def mask_predictions(probs: torch.Tensor, end_ids: torch.Tensor) -> torch.Tensor:
+    """[B, C, V] probabilities -> [B, C] tokens for the mask process. Whether a position ends the middle
+    (end-of-sequence or padding) is decided on the summed probability of those tokens, then the most
+    likely token of the winning side is taken. A plain argmax would end the middle wherever padding is
+    the single most likely token, even when most of the mass is spread over code tokens, and a small
+    model would answer with an empty completion."""
+    is_end = torch.zeros(probs.shape[-1], dtype=torch.bool, device=probs.device)
+    is_end[end_ids] = True
+    end_mass = probs[..., is_end].sum(-1)                                    # [B, C]
+    best_end = probs.masked_fill(~is_end, -1.0).argmax(-1)
+    best_code = probs.masked_fill(is_end, -1.0).argmax(-1)
+    return torch.where(end_mass >= 0.5, best_end, best_code)
 
 
 def _entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -142,6 +157,7 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, d
     if mask_id is None:
         raise ValueError("the mask noise process needs a <mask> token in the tokenizer")
     eos = torch.tensor(tok.eos_ids, device=dev)
+    ends = torch.tensor(list(tok.eos_ids) + ([tok.pad_id] if tok.pad_id is not None else []), device=dev)
     canvas = _apply_clamp(torch.full((b, c), mask_id, dtype=torch.long, device=dev), clamp)
     committed = canvas != mask_id
     sc = None
@@ -151,7 +167,7 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, d
         logits[..., mask_id] = float("-inf")  # never predict the mask itself
         proc = logits / linear_temperature(settings, n, max_steps)
         probs = torch.softmax(proc, dim=-1, dtype=torch.float32)
-        pred = proc.argmax(-1)
+        pred = mask_predictions(probs, ends)
         ent = _entropy(proc, probs)
         open_ = ~committed
         accept = entropy_bound_accept(ent, settings.entropy_bound, eligible=open_)

@@ -277,12 +277,16 @@ def run(args) -> int:
     meta = {"size": args.size, "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
             "lr": args.lr, "ar_weight": args.ar_weight, "pad_weight": args.pad_weight,
             "prefix_tokens": args.prefix_tokens, "suffix_tokens": args.suffix_tokens,
-            "canvas_lengths": args.canvas_lengths, "tokens": 0, "canvas_tokens": 0, "history": []}
+            "canvas_lengths": args.canvas_lengths, "warmup": args.warmup, "decay_fraction": args.decay_fraction,
+            "tokens": 0, "canvas_tokens": 0, "history": []}
     step = 0
     if (args.run / "state.json").is_file():
         meta = load_state(args.run, model, opt)
         step = meta.pop("step")
         meta.pop("opt_steps", None)
+        if meta.get("steps") != args.steps:  # the total may be raised or lowered before the decay starts
+            meta.setdefault("schedule_changes", []).append({"at_step": step, "steps": args.steps})
+        meta.update(steps=args.steps, warmup=args.warmup, decay_fraction=args.decay_fraction)
         print(f"resuming {args.run} at step {step}", file=sys.stderr)
     params = sum(p.numel() for p in model.parameters())
     meta["params"] = params

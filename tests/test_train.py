@@ -81,6 +81,14 @@ def test_training_is_reproducible_and_resumes_exactly(data, tmp_path):
         assert torch.equal(a[k], b[k]), k
 
 
+def test_a_resumed_run_with_a_new_total_records_its_schedule(data, tmp_path):
+    assert T.run(_args(data, tmp_path / "c", steps=8, stop_at=2)) == 0
+    assert T.run(_args(data, tmp_path / "c", steps=3)) == 0
+    meta = json.loads((tmp_path / "c" / "state.json").read_text())
+    assert meta["step"] == 3 and meta["steps"] == 3 and meta["decay_fraction"] == 0.2
+    assert meta["schedule_changes"] == [{"at_step": 2, "steps": 3}]
+
+
 def test_export_loads_as_a_mask_fim_checkpoint_under_the_size_limits(data, tmp_path):
     out = tmp_path / "model"
     assert T.run(_args(data, tmp_path / "run", steps=2, export=out)) == 0

@@ -24,11 +24,17 @@ def cache_dir() -> Path:
 def default_model_path() -> DefaultModel:
     if (EMBEDDED_DIR / "config.json").is_file():
         return DefaultModel(EMBEDDED_DIR, False)
-    out = cache_dir() / RANDOM_NAME
+    return DefaultModel(random_model_path(), True)
+
+
+def random_model_path(root: Path | None = None) -> Path:
+    """A tiny random-weight FIM checkpoint (mask noise), built once under `root` (default: the cache).
+    Its output is noise, which still gives an editor something to show: the editor tests use it."""
+    out = (root or cache_dir()) / RANDOM_NAME
     if not (out / "config.json").is_file():
         from .builder import build_random_checkpoint
         tmp = out.with_name(out.name + f".tmp{os.getpid()}")
         build_random_checkpoint(tmp, seed=0, fim=True, noise="mask", prompt_format="fim", canvas_length=64,
                                 config_overrides=dict(hidden_size=64, intermediate_size=128))
         tmp.replace(out) if not out.exists() else None
-    return DefaultModel(out, True)
+    return out

@@ -41,6 +41,13 @@ def server_command() -> list[str]:
     return [str(exe), "serve"]
 
 
+def plumbing_model() -> str:
+    """The editor tests check the plumbing, not the model: a tiny random-weight checkpoint whose noise
+    always gives the editor a suggestion to draw (the embedded model may rightly suggest nothing)."""
+    from diffill.model.default import random_model_path
+    return str(random_model_path(TOOLCHAIN / "xdg" / "cache" / "diffill"))
+
+
 def private_env(home: Path) -> dict[str, str]:
     """Environment for an editor and the server it starts: XDG folders and HOME inside `home`, except
     the cache, which is shared across runs under editors/.toolchain (the server caches its default

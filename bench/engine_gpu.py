@@ -92,7 +92,7 @@ class Clock:
 def build(text: dict, canvas: int, device, dtype, form: str):
     """Our model in one form, built on the device in `dtype` (never materialised in fp32)."""
     from diffill.kernels.quant import quantize
-    from diffill.model.builder import build_model, make_config
+    from diffill.model.engine.builder import build_model, make_config
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
@@ -132,9 +132,9 @@ def peak_bandwidth(device, override_tbs):
 
 
 def measure_form(args, text, device, dtype, form, clock, bandwidth):
-    from diffill.model.config import GenerationSettings
-    from diffill.model.gpu_sampler import denoise_canvas
-    from diffill.model.static_step import StaticDenoiser
+    from diffill.model.engine.config import GenerationSettings
+    from diffill.model.gpu.gpu_sampler import denoise_canvas
+    from diffill.model.gpu.static_step import StaticDenoiser
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model = build(text, args.canvas, device, dtype, form)
@@ -193,7 +193,7 @@ def measure_form(args, text, device, dtype, form, clock, bandwidth):
 def measure_transformers(args, text, device, dtype, clock):
     from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion
 
-    from diffill.model.builder import make_config
+    from diffill.model.engine.builder import make_config
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     config = DiffusionGemmaConfig.from_dict(make_config(text, canvas_length=args.canvas))
@@ -261,7 +261,7 @@ def main(argv=None):
 
 
 def run(args, device, cuda):
-    from diffill.model.builder import REAL_TEXT
+    from diffill.model.engine.builder import REAL_TEXT
     dtype = args.dtype
     text = dict(SHRINK_TEXT if args.shrink else REAL_TEXT)
     clock = Clock(device)

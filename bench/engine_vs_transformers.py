@@ -43,8 +43,8 @@ def main():
     from transformers import DiffusionGemmaForBlockDiffusion
 
     from diffill.model import GenerationSettings, build_random_checkpoint, load_model, resolve_dtype
-    from diffill.model.checkpoint import cpu_has_native_bf16
-    from diffill.model.sampler import sample
+    from diffill.model.engine.checkpoint import cpu_has_native_bf16
+    from diffill.model.engine.sampler import sample
 
     # confidence_threshold 1e-9: the adaptive stop never fires on a random model, both run exactly `steps` steps
     gen = GenerationSettings(max_denoising_steps=args.steps, confidence_threshold=1e-9)

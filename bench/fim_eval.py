@@ -3,7 +3,7 @@
 For each benchmark problem the document is prefix + suffix and the cursor sits between them; then,
 as `lsp/completion.py` does: the context window under the token budget (`lsp/context.py`, counted
 with the checkpoint's tokenizer), the span decision (`lsp/span.decide_span`), one fill through
-`diffill.model.infill.Infiller` with the span's canvas length, and the trim (`lsp/trim.trim`,
+`diffill.model.engine.infill.Infiller` with the span's canvas length, and the trim (`lsp/trim.trim`,
 including the characters of the suffix it replaces). Latency is the wall time of span + fill + trim.
 
 - HumanEval-infilling single-line and multi-line: the program prefix + completion + suffix + test +
@@ -86,9 +86,9 @@ class ServerPath:
     """Window -> span -> fill -> trim, as the language server runs them."""
 
     def __init__(self, model, context_tokens: int, max_steps: int | None):
-        from diffill.lsp.context import ContextWindows, TokenCounter
-        from diffill.lsp.settings import Settings
-        from diffill.model.infill import Infiller
+        from diffill.lsp.pipeline.windows import ContextWindows, TokenCounter
+        from diffill.lsp.server.settings import Settings
+        from diffill.model.engine.infill import Infiller
 
         self.settings = Settings()
         self.windows = ContextWindows(TokenCounter(str(Path(model.path) / "tokenizer.json")))
@@ -97,9 +97,9 @@ class ServerPath:
         self.max_steps = max_steps
 
     def complete(self, prefix: str, suffix: str, canvas_length: int | None = None) -> dict:
-        from diffill.lsp.completion import span_region
-        from diffill.lsp.span import decide_span
-        from diffill.lsp.trim import trim
+        from diffill.lsp.server.completer import span_region
+        from diffill.lsp.code.span import decide_span
+        from diffill.lsp.code.trim import trim
 
         t0 = time.perf_counter()
         text = prefix + suffix
@@ -193,9 +193,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from diffill.lsp.settings import Settings
-    from diffill.model.checkpoint import load_model
-    from diffill.model.default import default_model_path
+    from diffill.lsp.server.settings import Settings
+    from diffill.model.engine.checkpoint import load_model
+    from diffill.model.engine.default import default_model_path
 
     torch.set_num_threads(args.threads)
     path = Path(args.model) if args.model else default_model_path().path

@@ -1,5 +1,5 @@
 """SAFIM's syntax-aware truncation, re-implemented from its description, as the baseline that
-`bench/trim_recovery.py` compares `diffill.lsp.trim` with.
+`bench/trim_recovery.py` compares `diffill.lsp.code.trim` with.
 
 Rules (SAFIM benchmark post-processing):
 - block: drop trailing lines of the completion until the filled program parses without error

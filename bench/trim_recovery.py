@@ -34,8 +34,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from diffill.lsp.span import decide_span  # noqa: E402
-from diffill.lsp.trim import trim  # noqa: E402
+from diffill.lsp.code.span import decide_span  # noqa: E402
+from diffill.lsp.code.trim import trim  # noqa: E402
 
 import safim_truncation as safim  # noqa: E402
 

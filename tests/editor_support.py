@@ -44,7 +44,7 @@ def server_command() -> list[str]:
 def plumbing_model() -> str:
     """The editor tests check the plumbing, not the model: a tiny random-weight checkpoint whose noise
     always gives the editor a suggestion to draw (the embedded model may rightly suggest nothing)."""
-    from diffill.model.default import random_model_path
+    from diffill.model.engine.default import random_model_path
     return str(random_model_path(TOOLCHAIN / "xdg" / "cache" / "diffill"))
 
 

@@ -1,6 +1,6 @@
 """The embedded model's tokenizer: byte-level BPE with the FIM specials at fixed ids."""
-from diffill.model.bpe import SPECIALS, train_tokenizer
-from diffill.model.tokenizer import Tokenizer
+from diffill.model.engine.bpe import SPECIALS, train_tokenizer
+from diffill.model.engine.tokenizer import Tokenizer
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i)\n",
          "class Point:\n    def __init__(self, x, y):\n        self.x = x\n"] * 20

@@ -88,8 +88,8 @@ def test_help_lists_the_commands():
 
 
 def test_the_cli_and_command_options_do_not_import_torch():
-    code = ("import sys, diffill.lsp.cli, diffill.lsp.commands.complete, diffill.model.commands.generate, "
-            "diffill.model.default; assert 'torch' not in sys.modules, 'torch imported'")
+    code = ("import sys, diffill.lsp.cli, diffill.lsp.cli.complete, diffill.lsp.cli.generate, "
+            "diffill.model.engine.default; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

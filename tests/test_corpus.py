@@ -2,8 +2,8 @@
 import importlib.metadata
 from pathlib import Path
 
-from diffill.model import corpus
-from diffill.model.corpus import NearDuplicates, Source, deduplicate, is_permissive, keep_path, keep_text, license_of
+from diffill.model.train import corpus
+from diffill.model.train.corpus import NearDuplicates, Source, deduplicate, is_permissive, keep_path, keep_text, license_of
 
 
 def test_permissive_licenses_are_accepted():

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from diffill.model.checkpoint import load_model
-from diffill.model.default import EMBEDDED_DIR, default_model_path
+from diffill.model.engine.checkpoint import load_model
+from diffill.model.engine.default import EMBEDDED_DIR, default_model_path
 
 # Held-out code written for this test (not in the training corpus, not from any benchmark).
 SNIPPETS = [

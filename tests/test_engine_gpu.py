@@ -32,7 +32,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def real():
-    from diffill.model.builder import REAL_TEXT
+    from diffill.model.engine.builder import REAL_TEXT
     model = _bench().build(dict(REAL_TEXT), 256, torch.device("cuda"), torch.bfloat16, "bf16")
     yield model
     del model
@@ -40,7 +40,7 @@ def real():
 
 
 def test_captured_step_equals_denoise_small(small):
-    from diffill.model.static_step import StaticDenoiser
+    from diffill.model.gpu.static_step import StaticDenoiser
     cache = _cache(small, 100)
     step = StaticDenoiser(small, cache, 16)
     assert step.graph is not None
@@ -56,9 +56,9 @@ def test_captured_step_equals_denoise_small(small):
 
 
 def test_device_sampler_gives_the_reference_tokens_small(small):
-    from diffill.model.config import GenerationSettings
-    from diffill.model.gpu_sampler import sample_canvas
-    from diffill.model.sampler import _denoise_uniform
+    from diffill.model.engine.config import GenerationSettings
+    from diffill.model.gpu.gpu_sampler import sample_canvas
+    from diffill.model.engine.sampler import _denoise_uniform
     cache = _cache(small, 100)
     for settings in (GenerationSettings(), GenerationSettings(confidence_threshold=10.0)):
         with torch.inference_mode():
@@ -72,7 +72,7 @@ def test_device_sampler_gives_the_reference_tokens_small(small):
 
 @pytest.mark.parametrize("form", ["fp8", "int4"])
 def test_captured_step_equals_denoise_with_quantised_experts(form):
-    from diffill.model.static_step import StaticDenoiser
+    from diffill.model.gpu.static_step import StaticDenoiser
     model = _bench().build(dict(_bench().SHRINK_TEXT), 16, torch.device("cuda"), torch.bfloat16, form)
     cache = _cache(model, 64)
     step = StaticDenoiser(model, cache, 16)
@@ -84,7 +84,7 @@ def test_captured_step_equals_denoise_with_quantised_experts(form):
 
 
 def test_captured_step_at_the_real_shape_matches_denoise(real):
-    from diffill.model.static_step import StaticDenoiser
+    from diffill.model.gpu.static_step import StaticDenoiser
     cache = _cache(real, 1500)  # longer than the 1024 sliding window
     step = StaticDenoiser(real, cache, 256)
     assert step.graph is not None
@@ -99,8 +99,8 @@ def test_captured_step_at_the_real_shape_matches_denoise(real):
 
 
 def test_fused_head_at_the_real_vocabulary_matches_the_reference(real):
-    from diffill.model.fused_head import fused_head, gumbel_chunks, processed_logits
-    from diffill.model.sampler import _entropy
+    from diffill.model.gpu.fused_head import fused_head, gumbel_chunks, processed_logits
+    from diffill.model.engine.sampler import _entropy
     hidden = torch.randn(256, real.config.hidden_size, device="cuda", dtype=torch.bfloat16)
     w, cap, temp = real.embed_tokens.weight, real.config.final_logit_softcapping, 0.6
     with torch.inference_mode():
@@ -119,8 +119,8 @@ def test_fused_head_at_the_real_vocabulary_matches_the_reference(real):
 
 
 def test_device_sampler_at_the_real_shape_runs_a_canvas(real):
-    from diffill.model.config import GenerationSettings
-    from diffill.model.gpu_sampler import sample_canvas
+    from diffill.model.engine.config import GenerationSettings
+    from diffill.model.gpu.gpu_sampler import sample_canvas
     cache = _cache(real, 1024)
     out, steps = sample_canvas(real, cache, 256, fused=True, settings=GenerationSettings(confidence_threshold=0.0),
                                max_steps=16, check_every=16, generator=torch.Generator(device="cuda").manual_seed(0))

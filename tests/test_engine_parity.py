@@ -5,7 +5,7 @@ from transformers import DiffusionGemmaForBlockDiffusion
 from transformers.cache_utils import DynamicCache
 
 from diffill.model import build_random_checkpoint, load_model
-from diffill.model.sampler import sample
+from diffill.model.engine.sampler import sample
 
 CONFIGS = {
     # the default tiny shape: 1 kv head, equal head dims
@@ -102,7 +102,7 @@ def test_generated_tokens_match_transformers_generate(tmp_path, steps, seed):
 def test_a_checkpoint_written_by_transformers_loads_and_matches(tmp_path):
     from transformers import DiffusionGemmaConfig
 
-    from diffill.model.builder import TINY_TEXT, TINY_VISION
+    from diffill.model.engine.builder import TINY_TEXT, TINY_VISION
     text = dict(TINY_TEXT, per_layer_config=None)
     text.pop("per_layer_config")
     cfg = DiffusionGemmaConfig(text_config=dict(text, global_head_dim=24, num_global_key_value_heads=1),
@@ -114,11 +114,11 @@ def test_a_checkpoint_written_by_transformers_loads_and_matches(tmp_path):
             if p.dim() == 1:
                 p.add_(0.1 * torch.randn_like(p))
     ref.save_pretrained(tmp_path)
-    from diffill.model.tokenizer import TURN_CLOSE, TURN_OPEN, byte_level_tokenizer
+    from diffill.model.engine.tokenizer import TURN_CLOSE, TURN_OPEN, byte_level_tokenizer
     byte_level_tokenizer([TURN_OPEN, TURN_CLOSE], vocab_size=320).save(str(tmp_path / "tokenizer.json"))
 
     read = []
-    from diffill.model import checkpoint
+    from diffill.model.engine import checkpoint
     original = checkpoint._Weights.get
 
     def recording_get(self, key):

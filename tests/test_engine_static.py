@@ -3,9 +3,9 @@ reference they replace, on the CPU at a tiny config. CUDA-graph capture is skipp
 import pytest
 import torch
 
-from diffill.model.builder import TINY_TEXT, build_model, make_config
-from diffill.model.config import GenerationSettings
-from diffill.model.static_step import StaticDenoiser
+from diffill.model.engine.builder import TINY_TEXT, build_model, make_config
+from diffill.model.engine.config import GenerationSettings
+from diffill.model.gpu.static_step import StaticDenoiser
 
 C = 8
 
@@ -85,14 +85,14 @@ def test_static_step_hidden_only_matches_decode_hidden(model):
 # -- the device-side sampler ------------------------------------------------------------------------
 
 def _reference_canvas(model, cache, settings, steps, seed):
-    from diffill.model.sampler import _denoise_uniform
+    from diffill.model.engine.sampler import _denoise_uniform
     gen = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
         return _denoise_uniform(model, cache, cache.batch_size, C, settings, steps, gen, None, lambda *a: None)
 
 
 def _gpu_canvas(model, cache, settings, steps, seed, **kw):
-    from diffill.model.gpu_sampler import sample_canvas
+    from diffill.model.gpu.gpu_sampler import sample_canvas
     return sample_canvas(model, cache, C, settings=settings, max_steps=steps,
                          generator=torch.Generator().manual_seed(seed), **kw)
 
@@ -137,8 +137,8 @@ def test_checking_the_stop_flag_every_few_steps_gives_the_same_canvas(steady_mod
 
 @pytest.mark.parametrize("chunk", [64, 100, 320, 1000])
 def test_fused_head_equals_the_reference_quantities(model, chunk):
-    from diffill.model.fused_head import fused_head, gumbel_chunks, processed_logits
-    from diffill.model.sampler import _entropy
+    from diffill.model.gpu.fused_head import fused_head, gumbel_chunks, processed_logits
+    from diffill.model.engine.sampler import _entropy
     n, v = 24, model.config.vocab_size
     hidden = torch.randn(n, model.config.hidden_size, generator=torch.Generator().manual_seed(4))
     w, cap, temp = model.embed_tokens.weight, model.config.final_logit_softcapping, 0.55
@@ -157,7 +157,7 @@ def test_fused_head_equals_the_reference_quantities(model, chunk):
 
 
 def test_gumbel_draws_follow_the_softmax(model):
-    from diffill.model.fused_head import fused_head, gumbel_chunks
+    from diffill.model.gpu.fused_head import fused_head, gumbel_chunks
     w = model.embed_tokens.weight[:6]  # a 6-token vocabulary, one position, many draws
     hidden = torch.randn(1, model.config.hidden_size, generator=torch.Generator().manual_seed(1)) * 0.05
     gen = torch.Generator().manual_seed(2)

@@ -4,10 +4,10 @@ import random
 
 import pytest
 
-from diffill.model.bpe import train_tokenizer
-from diffill.model.fim_data import FimExamples, choose_hole, collate
-from diffill.model.prompt import build_prompt
-from diffill.model.tokenizer import Tokenizer
+from diffill.model.engine.bpe import train_tokenizer
+from diffill.model.train.fim_data import FimExamples, choose_hole, collate
+from diffill.model.engine.prompt import build_prompt
+from diffill.model.engine.tokenizer import Tokenizer
 
 SOURCE = '''import math
 

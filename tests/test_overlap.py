@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from diffill.model.overlap import check, contains_any, ngram_hashes
+from diffill.model.train.overlap import check, contains_any, ngram_hashes
 
 SOLUTION = ('def has_close_elements(numbers, threshold):\n    for idx, elem in enumerate(numbers):\n'
             '        for idx2, elem2 in enumerate(numbers):\n            if idx != idx2:\n'

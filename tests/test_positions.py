@@ -2,9 +2,9 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from diffill.lsp import positions
-from diffill.lsp.documents import DocumentStore
-from diffill.lsp.positions import UTF8, UTF16, UTF32, LineIndex
+from diffill.lsp.server import positions
+from diffill.lsp.server.documents import DocumentStore
+from diffill.lsp.server.positions import UTF8, UTF16, UTF32, LineIndex
 
 # "é" written as e + COMBINING ACUTE ACCENT (two code points), an emoji outside the BMP, CJK.
 LINE = "x = 'e\u0301😀漢字' + y"

@@ -9,8 +9,8 @@ from safetensors import safe_open
 from diffill.kernels.quant import QuantWeight
 from diffill.lsp.cli import main as cli
 from diffill.model import build_random_checkpoint, load_model
-from diffill.model.config import CheckpointError
-from diffill.model.quantize import quantize_checkpoint
+from diffill.model.engine.config import CheckpointError
+from diffill.model.engine.quantize import quantize_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import pytest
 import torch
 
 from diffill.model import load_model
-from diffill.model.infill import Infiller, common_prefix_len
-from diffill.model.prompt import build_prompt
-from diffill.model.sampler import Clamp, entropy_bound_accept, sample
+from diffill.model.engine.infill import Infiller, common_prefix_len
+from diffill.model.engine.prompt import build_prompt
+from diffill.model.engine.sampler import Clamp, entropy_bound_accept, sample
 
 
 def test_entropy_bound_accepts_the_lowest_entropy_run():
@@ -146,7 +146,7 @@ def test_infiller_reuses_the_common_prefix_and_gives_the_same_answer(fim_checkpo
 
 
 def test_fill_text_never_holds_control_characters_or_undecodable_bytes(fim_checkpoint):
-    from diffill.model.infill import printable
+    from diffill.model.engine.infill import printable
     assert printable("a\tb\nc\r\n\x00\x14\x1b[0m\ufffdd\x7f") == "a\tb\nc\r\n[0md"
     m = load_model(fim_checkpoint)  # random weights: raw output is full of broken bytes
     for seed in range(3):
@@ -173,7 +173,7 @@ def test_common_prefix_len():
 
 
 def test_the_mask_process_ends_the_middle_only_where_the_end_tokens_hold_half_the_mass():
-    from diffill.model.sampler import mask_predictions
+    from diffill.model.engine.sampler import mask_predictions
     ends = torch.tensor([0, 1])  # pad, eos
     # position 0: padding is the single most likely token (0.3) but code holds 0.6 -> the best code token
     # position 1: eos + padding hold 0.7 -> the more likely of the two

@@ -127,7 +127,7 @@ async def test_a_ten_megabyte_or_binary_document_does_not_stall_the_server(tiny_
 
 
 def test_the_server_process_never_imports_torch():
-    code = "import sys, diffill.lsp.server, diffill.lsp.cli; print('torch' in sys.modules)"
+    code = "import sys, diffill.lsp.server.app, diffill.lsp.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

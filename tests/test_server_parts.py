@@ -4,8 +4,10 @@ import time
 
 import pytest
 
-from diffill.lsp import completion_cache, context, protocol, settings
-from diffill.lsp.requests import Inflight, Latest, Rhythm, unless_superseded, wait_shared
+from diffill.lsp.pipeline import windows as context
+from diffill.lsp.server import completion_cache, settings
+from diffill.lsp.wire import messages, sockets
+from diffill.lsp.server.requests import Inflight, Latest, Rhythm, unless_superseded, wait_shared
 
 
 # ---- settings ----------------------------------------------------------------------------------
@@ -45,9 +47,9 @@ def test_worker_settings_decide_when_the_worker_restarts():
 
 def test_each_model_device_and_dtype_gets_its_own_socket_in_a_private_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    a = protocol.default_socket_path("m", "cpu", "auto")
-    assert a.startswith(str(tmp_path / "diffill")) and a != protocol.default_socket_path("m", "cuda", "auto")
-    protocol.ensure_private_dir(protocol.runtime_dir())
+    a = sockets.default_socket_path("m", "cpu", "auto")
+    assert a.startswith(str(tmp_path / "diffill")) and a != sockets.default_socket_path("m", "cuda", "auto")
+    sockets.ensure_private_dir(sockets.runtime_dir())
     assert (tmp_path / "diffill").stat().st_mode & 0o777 == 0o700
 
 
@@ -88,7 +90,7 @@ def test_the_prefix_window_starts_at_a_top_level_line_not_inside_a_docstring():
 
 
 def test_the_checkpoint_tokenizer_counts_tokens_when_known(tmp_path):
-    from diffill.model.tokenizer import byte_level_tokenizer
+    from diffill.model.engine.tokenizer import byte_level_tokenizer
     path = tmp_path / "tokenizer.json"
     byte_level_tokenizer([]).save(str(path))
     counter = context.TokenCounter(str(path))
@@ -210,7 +212,7 @@ async def test_a_fill_in_flight_is_shared_and_cancelled_only_by_its_last_waiter(
 # ---- span region -------------------------------------------------------------------------------
 
 def test_the_span_is_decided_on_the_document_not_on_a_window_that_starts_inside_a_docstring():
-    from diffill.lsp.completion import decide_span, span_region
+    from diffill.lsp.server.completer import decide_span, span_region
     doc = "def f(xs):\n    \"\"\"Sum.\n\n" + "    >>> f([1, 2])\n    3\n" * 80 + "    \"\"\"\n    total = 0\n"
     text, offset = doc + "\n    return total\n\n\ndef g():\n    \"\"\"Nothing.\"\"\"\n", len(doc)
     w = context.ContextWindows().window("u", text, offset, 96, 0.7, 0.3)

@@ -6,8 +6,8 @@ import sys
 
 import pytest
 
-from diffill.lsp import syntax
-from diffill.lsp.span import Span, decide_span
+from diffill.lsp.code import syntax
+from diffill.lsp.code.span import Span, decide_span
 
 C = "<CURSOR>"
 
@@ -202,7 +202,7 @@ def test_broken_code_still_gets_a_span():
 
 
 def test_the_span_and_trim_modules_do_not_import_torch():
-    code = ("import sys; import diffill.lsp.span, diffill.lsp.trim, diffill.lsp.syntax; "
+    code = ("import sys; import diffill.lsp.code.span, diffill.lsp.code.trim, diffill.lsp.code.syntax; "
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from diffill.model import train as T
-from diffill.model.bpe import train_tokenizer
-from diffill.model.checkpoint import load_model
-from diffill.model.objective import diffusion_loss, mask_canvas, noise_levels
+from diffill.model.train import loop as T
+from diffill.model.engine.bpe import train_tokenizer
+from diffill.model.engine.checkpoint import load_model
+from diffill.model.train.objective import diffusion_loss, mask_canvas, noise_levels
 
 
 def test_noise_levels_are_stratified():
@@ -71,10 +71,10 @@ def _weights(run):
 
 
 def test_training_is_reproducible_and_resumes_exactly(data, tmp_path):
-    assert T.run(_args(data, tmp_path / "a")) == 0
-    assert T.run(_args(data, tmp_path / "b", stop_at=3)) == 0
+    assert T.train(_args(data, tmp_path / "a")) == 0
+    assert T.train(_args(data, tmp_path / "b", stop_at=3)) == 0
     assert json.loads((tmp_path / "b" / "state.json").read_text())["step"] == 3
-    assert T.run(_args(data, tmp_path / "b")) == 0
+    assert T.train(_args(data, tmp_path / "b")) == 0
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")
     assert a.keys() == b.keys()
     for k in a:
@@ -82,8 +82,8 @@ def test_training_is_reproducible_and_resumes_exactly(data, tmp_path):
 
 
 def test_a_resumed_run_with_a_new_total_records_its_schedule(data, tmp_path):
-    assert T.run(_args(data, tmp_path / "c", steps=8, stop_at=2)) == 0
-    assert T.run(_args(data, tmp_path / "c", steps=3)) == 0
+    assert T.train(_args(data, tmp_path / "c", steps=8, stop_at=2)) == 0
+    assert T.train(_args(data, tmp_path / "c", steps=3)) == 0
     meta = json.loads((tmp_path / "c" / "state.json").read_text())
     assert meta["step"] == 3 and meta["steps"] == 3 and meta["decay_fraction"] == 0.2
     assert meta["schedule_changes"] == [{"at_step": 2, "steps": 3}]
@@ -91,7 +91,7 @@ def test_a_resumed_run_with_a_new_total_records_its_schedule(data, tmp_path):
 
 def test_export_loads_as_a_mask_fim_checkpoint_under_the_size_limits(data, tmp_path):
     out = tmp_path / "model"
-    assert T.run(_args(data, tmp_path / "run", steps=2, export=out)) == 0
+    assert T.train(_args(data, tmp_path / "run", steps=2, export=out)) == 0
     m = load_model(out)
     assert m.config.noise == "mask" and m.config.prompt_format == "fim" and m.tokenizer.fim
     assert m.tokenizer.mask_id is not None and m.config.canvas_length == 256
@@ -99,7 +99,7 @@ def test_export_loads_as_a_mask_fim_checkpoint_under_the_size_limits(data, tmp_p
         assert f.stat().st_size < 16_000_000
     info = json.loads((out / "training_info.json").read_text())
     assert info["step"] == 2 and info["params"] == m.num_parameters()
-    from diffill.model.infill import Infiller
+    from diffill.model.engine.infill import Infiller
     r = Infiller(m).fill("def f(x):\n    return ", "\n", canvas_length=16, max_steps=4)
     assert isinstance(r.text, str) and r.steps <= 4
 
@@ -107,7 +107,7 @@ def test_export_loads_as_a_mask_fim_checkpoint_under_the_size_limits(data, tmp_p
 def test_loss_falls_when_training_on_a_small_corpus(data, tmp_path):
     args = _args(data, tmp_path / "fit", steps=40, batch_size=4, lr=3e-3, warmup=4, log_every=5, save_every=40,
                  canvas_lengths=[16])
-    assert T.run(args) == 0
+    assert T.train(args) == 0
     hist = json.loads((tmp_path / "fit" / "state.json").read_text())["history"]
     losses = [h["diffusion"] for h in hist if "diffusion" in h]
     assert losses[0] > 5.0 and losses[-1] < 4.5        # ln(300) = 5.7 at random

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from diffill.lsp.span import decide_span
-from diffill.lsp.trim import trim
+from diffill.lsp.code.span import decide_span
+from diffill.lsp.code.trim import trim
 
 ROOT = Path(__file__).parent / "golden" / "trim"
 CURSOR = "<CURSOR>"

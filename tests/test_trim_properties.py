@@ -9,8 +9,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from diffill.lsp.span import KINDS, Span, decide_span
-from diffill.lsp.trim import Trimmed, trim
+from diffill.lsp.code.span import KINDS, Span, decide_span
+from diffill.lsp.code.trim import Trimmed, trim
 
 # DIFFILL_FUZZ_SCALE=10 runs ten times the examples (a longer local fuzzing session)
 SCALE = int(os.environ.get("DIFFILL_FUZZ_SCALE", "1"))

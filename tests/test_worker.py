@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from diffill.lsp import protocol
+from diffill.lsp.wire import messages, sockets
 from server_harness import COMPLETES, COMPLETES_AT, daemon_pid, editor, socket_dir, tiny_model  # noqa: F401
 
 WORKER = [sys.executable, "-m", "diffill.lsp.cli", "worker"]
@@ -52,12 +52,12 @@ class Client:
         return client
 
     async def send(self, message: dict) -> None:
-        await protocol.write_message(self.writer, message)
+        await messages.write_message(self.writer, message)
 
     async def until(self, predicate, timeout: float = 120.0):
         async def loop():
             while True:
-                msg = await protocol.read_message(self.reader)
+                msg = await messages.read_message(self.reader)
                 assert msg is not None, "the worker closed the connection"
                 if msg["op"] in ("result", "error"):
                     self.results[msg["id"]] = msg
@@ -198,7 +198,7 @@ async def test_a_malformed_message_closes_only_that_connection(tiny_model, socke
         reader, writer = await asyncio.open_unix_connection(path)
         writer.write(bad)
         await writer.drain()
-        while (msg := await asyncio.wait_for(protocol.read_message(reader), 60)) is not None:
+        while (msg := await asyncio.wait_for(messages.read_message(reader), 60)) is not None:
             if msg["op"] == "error":
                 assert "bad message" in msg["message"]
         writer.close()

@@ -1,1 +1,0 @@
-"""CLI subcommands that run in the editor-facing package (no torch at import)."""

@@ -1,1 +1,0 @@
-"""CLI subcommands that need the model."""

@@ -1,0 +1,545 @@
+"""The model worker: a process that holds one model warm and fills holes on request.
+
+    diffill worker                       serve one client over stdin/stdout (a private child)
+    diffill worker --socket PATH         a shared per-user daemon on a Unix socket (0600, in a 0700 folder)
+    diffill worker --check               load the model, fill one hole, print a JSON report
+
+The wire format is diffill.lsp.wire.messages (length-prefixed JSON). One compute thread runs the fills;
+the event loop only moves messages. A fill is cancelled between two denoising steps when its client
+sends "cancel", sends a newer fill for the same document, or goes away.
+
+A shared worker binds its socket before it loads the model (clients see "loading" with progress
+rather than a refused connection), serves any number of clients, and exits after --idle-timeout
+seconds without one. A lock file next to the socket makes sure one worker serves one socket.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+import traceback
+
+from diffill.lsp.wire import messages
+from diffill.lsp.wire import sockets
+
+MAX_QUEUED = 64  # fills waiting at once, over all clients; the oldest beyond this are refused
+
+
+def main(args) -> int:
+    """Run the worker with the options of `diffill worker`."""
+    if args.check:
+        return _check(args)
+    if args.socket:
+        path = os.path.abspath(os.path.expanduser(args.socket))
+        try:
+            sockets.ensure_private_dir(os.path.dirname(path))
+        except (OSError, sockets.UnsafeSocketDir) as exc:
+            print(f"diffill worker: cannot use {path}: {exc}", file=sys.stderr)
+            return 2
+        lock = _take_lock(path)
+        if lock is None:
+            print(f"diffill worker: another worker already serves {path}", file=sys.stderr)
+            return 0
+        if args.detach and _detach(path):
+            return 0
+        _write_pid(lock)
+        worker = Worker(args, shared=True)
+        _exit_now(asyncio.run(worker.serve_socket(path, lock)))
+    worker = Worker(args, shared=False)
+    _exit_now(asyncio.run(worker.serve_stdio()))
+
+
+def _exit_now(code: int) -> None:
+    """Exit without waiting for the compute thread (it may be in the middle of a step)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+# ---- the model -------------------------------------------------------------------------------
+
+class Engine:
+    """The loaded model and its Infiller; loading happens on a thread, reporting progress."""
+
+    def __init__(self, args, on_progress, on_state):
+        self.args = args
+        self.on_progress = on_progress
+        self.on_state = on_state
+        self.state = "loading"
+        self.message = "starting"
+        self.model_path: str | None = None
+        self.tokenizer_path: str | None = None
+        self.infiller = None
+        self.ready = threading.Event()
+        self.random_weights = False
+
+    def load(self) -> None:
+        try:
+            self._load()
+        except Exception as exc:  # any failure becomes the worker's error state, told to every client
+            self.state, self.message = "error", _describe_load_error(exc, self.args.model)
+            traceback.print_exc(file=sys.stderr)
+        else:
+            self.state, self.message = "ready", f"model {self.model_path} on {self.device}"
+            if self.random_weights:
+                self.message += " (random weights, no trained model in this build: completions are noise)"
+        self.ready.set()
+        self.on_state()
+
+    def _load(self) -> None:
+        self.on_progress(5, "importing torch")
+        import torch
+
+        if self.args.threads:
+            torch.set_num_threads(self.args.threads)
+        from diffill.model import load_model
+        from diffill.model.engine.infill import Infiller
+
+        self.device = _pick_device(torch, self.args.device)
+        dtype = _pick_dtype(torch, self.args.dtype, self.device)
+        spec = self.args.model
+        if spec is None:
+            spec, self.random_weights = _embedded_model_path()
+        self.on_progress(20, f"loading {spec} ({dtype}, {self.device})")
+        model = load_model(spec, device=self.device, dtype=dtype, allow_download=self.args.allow_download)
+        self.model_path = str(getattr(model, "path", spec))
+        tok = os.path.join(self.model_path, "tokenizer.json")
+        self.tokenizer_path = tok if os.path.isfile(tok) else None
+        self.on_progress(80, "warming up")
+        self.infiller = Infiller(model)
+        self.infiller.fill("def f(x):\n    return ", "\n", canvas_length=None, max_steps=2, doc_key="\0warmup")
+        self.on_progress(100, "ready")
+
+
+def _pick_device(torch, device: str) -> str:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        return "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for, but torch sees no CUDA GPU; "
+                           "set device to \"cpu\" (slower) or install a CUDA build of torch")
+    return device
+
+
+def _pick_dtype(torch, dtype: str, device: str):
+    from diffill.model import resolve_dtype
+    return resolve_dtype(dtype, device)
+
+
+def _embedded_model_path() -> tuple[str, bool]:
+    try:
+        from diffill.model import default_model_path
+    except ImportError:
+        try:
+            from diffill.model.engine.default import default_model_path
+        except ImportError:
+            default_model_path = None
+    if default_model_path is None:
+        raise RuntimeError("no model is configured and this build has no embedded model; "
+                           "set the `model` setting to a checkpoint folder")
+    found = default_model_path()
+    if isinstance(found, tuple):  # (path, random weights)
+        return str(found[0]), bool(found[1])
+    return str(found), False
+
+
+def _describe_load_error(exc: Exception, spec) -> str:
+    what = f"model {spec!r}" if spec else "the embedded model"
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        return (f"{what} does not fit in memory ({exc}); choose a smaller model or dtype, "
+                "or another device")
+    return f"cannot load {what}: {exc}"
+
+
+# ---- requests --------------------------------------------------------------------------------
+
+class Job:
+    __slots__ = ("conn", "id", "doc", "params", "cancel", "steps", "cancelled_at_step", "queued_at")
+
+    def __init__(self, conn, msg: dict):
+        self.conn = conn
+        self.id = msg.get("id")
+        self.doc = str(msg.get("doc") or "")
+        self.params = msg
+        self.cancel = threading.Event()
+        self.steps = 0
+        self.cancelled_at_step: int | None = None
+        self.queued_at = time.perf_counter()
+
+    def request_cancel(self) -> None:
+        if not self.cancel.is_set():
+            self.cancelled_at_step = self.steps
+            self.cancel.set()
+
+    @property
+    def key(self):
+        return (self.conn.number, self.doc)
+
+
+class Connection:
+    _count = 0
+
+    def __init__(self, writer: asyncio.StreamWriter | None, send_raw=None):
+        Connection._count += 1
+        self.number = Connection._count
+        self.writer = writer
+        self._send_raw = send_raw
+        self.closed = False
+        self.client = "?"
+
+    def send(self, message: dict) -> None:
+        if self.closed:
+            return
+        try:
+            data = messages.encode(message)
+            if self._send_raw is not None:
+                self._send_raw(data)
+            else:
+                self.writer.write(data)
+        except (OSError, RuntimeError, messages.WireError):
+            self.closed = True
+
+
+class Worker:
+    def __init__(self, args, shared: bool):
+        self.args = args
+        self.shared = shared
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.connections: set[Connection] = set()
+        self.cond = threading.Condition()
+        self.pending: collections.OrderedDict = collections.OrderedDict()  # key -> Job
+        self.running: Job | None = None
+        self.stats = {"fills": 0, "cancelled": 0, "steps": 0, "wasted_steps": 0, "errors": 0}
+        self.last_ms: float | None = None
+        self.progress = (0, "starting")
+        self.stopping = False
+        self.engine = Engine(args, self._progress_from_thread, self._state_from_thread)
+
+    # -- status --
+    def status(self) -> dict:
+        state = self.engine.state
+        if state == "ready" and self.running is not None:
+            state = "busy"
+        return {"op": "status", "state": state, "message": self.engine.message, "last_ms": self.last_ms,
+                "model": self.engine.model_path, "tokenizer": self.engine.tokenizer_path, "pid": os.getpid(),
+                "version": messages.VERSION, "shared": self.shared, "progress": self.progress[0],
+                "stats": dict(self.stats)}
+
+    def broadcast(self, message: dict) -> None:
+        for conn in list(self.connections):
+            conn.send(message)
+
+    def _progress_from_thread(self, percent: int, message: str) -> None:
+        self.progress = (percent, message)
+        self.engine.message = message
+        self._post(self.broadcast, {"op": "progress", "percent": percent, "message": message})
+
+    def _state_from_thread(self) -> None:
+        self._post(lambda: self.broadcast(self.status()))
+        with self.cond:
+            self.cond.notify_all()
+
+    def _post(self, fn, *args) -> None:
+        if self.loop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(fn, *args)
+            except RuntimeError:
+                pass
+
+    # -- message handling (event loop) --
+    def handle(self, conn: Connection, msg: dict) -> None:
+        op = msg.get("op")
+        if op == "fill":
+            self.submit(conn, msg)
+        elif op == "cancel":
+            self.cancel(conn, msg.get("id"))
+        elif op in ("hello", "status"):
+            if op == "hello":
+                conn.client = str(msg.get("client", "?"))
+            conn.send(self.status())
+        elif op == "shutdown":
+            self.stop(f"stopped at the request of {conn.client}")
+        else:
+            conn.send({"op": "error", "id": msg.get("id"), "message": f"unknown op {op!r}"})
+
+    def submit(self, conn: Connection, msg: dict) -> None:
+        if not isinstance(msg.get("prefix"), str) or not isinstance(msg.get("suffix"), str):
+            conn.send({"op": "error", "id": msg.get("id"), "message": "a fill needs string prefix and suffix"})
+            return
+        if self.engine.state == "error":
+            conn.send({"op": "error", "id": msg.get("id"), "message": self.engine.message})
+            return
+        job = Job(conn, msg)
+        with self.cond:
+            older = self.pending.pop(job.key, None)
+            if older is not None:
+                self._reply_cancelled(older)
+            if self.running is not None and self.running.key == job.key:
+                self.running.request_cancel()
+            self.pending[job.key] = job
+            while len(self.pending) > MAX_QUEUED:
+                _, dropped = self.pending.popitem(last=False)
+                dropped.conn.send({"op": "error", "id": dropped.id,
+                                   "message": f"the worker has more than {MAX_QUEUED} requests queued; try again"})
+            self.cond.notify_all()
+
+    def cancel(self, conn: Connection, job_id) -> None:
+        with self.cond:
+            for key, job in list(self.pending.items()):
+                if job.conn is conn and job.id == job_id:
+                    del self.pending[key]
+                    self._reply_cancelled(job)
+            if self.running is not None and self.running.conn is conn and self.running.id == job_id:
+                self.running.request_cancel()
+
+    def drop_connection(self, conn: Connection) -> None:
+        conn.closed = True
+        self.connections.discard(conn)
+        with self.cond:
+            for key, job in list(self.pending.items()):
+                if job.conn is conn:
+                    del self.pending[key]
+            if self.running is not None and self.running.conn is conn:
+                self.running.request_cancel()
+
+    def _reply_cancelled(self, job: Job) -> None:
+        self.stats["cancelled"] += 1
+        job.conn.send({"op": "result", "id": job.id, "text": "", "steps": 0, "ms": 0.0, "cancelled": True,
+                       "reused_tokens": 0, "encoded_tokens": 0, "queue_ms": 0.0})
+
+    def stop(self, reason: str = "stopped") -> None:
+        if not self.stopping:
+            self.broadcast({**self.status(), "state": "stopped", "message": reason})
+        self.stopping = True
+        with self.cond:
+            if self.running is not None:
+                self.running.request_cancel()
+            self.cond.notify_all()
+        if self.loop is not None:
+            self._post(self._stop_event.set)
+
+    # -- the compute thread --
+    def compute(self) -> None:
+        self.engine.load()
+        while True:
+            with self.cond:
+                while not self.pending and not self.stopping:
+                    self.cond.wait()
+                if self.stopping:
+                    return
+                _, job = self.pending.popitem(last=False)
+                self.running = job
+            if self.engine.state == "error":
+                job.conn.send({"op": "error", "id": job.id, "message": self.engine.message})
+                reply = None
+            else:
+                self._post(self.broadcast, self.status())
+                reply = self._fill(job)
+            with self.cond:
+                self.running = None
+            if reply is not None:
+                self._post(job.conn.send, reply)
+            self._post(lambda: self.broadcast(self.status()))
+
+    def _fill(self, job: Job) -> dict:
+        p = job.params
+        started = time.perf_counter()
+
+        def on_step(stats) -> bool:
+            job.steps += 1
+            return not job.cancel.is_set()
+
+        try:
+            res = self.engine.infiller.fill(
+                p["prefix"], p["suffix"], canvas_length=_opt_int(p.get("canvas_length")),
+                max_steps=_opt_int(p.get("max_steps")), seed=int(p.get("seed") or 0), on_step=on_step,
+                doc_key=f"{job.conn.number}:{job.doc}", language=p.get("language") or None,
+                max_lines=_opt_int(p.get("max_lines")),
+            )
+        except Exception as exc:  # a bad request must not take the worker down
+            traceback.print_exc(file=sys.stderr)
+            self.stats["errors"] += 1
+            return {"op": "error", "id": job.id, "message": f"the fill failed: {type(exc).__name__}: {exc}"}
+        ms = (time.perf_counter() - started) * 1000.0
+        cancelled = bool(getattr(res, "cancelled", False)) or job.cancel.is_set()
+        steps = int(getattr(res, "steps", job.steps) or job.steps)
+        after = None if job.cancelled_at_step is None else job.steps - job.cancelled_at_step
+        self.stats["steps"] += steps
+        if cancelled:
+            self.stats["cancelled"] += 1
+            self.stats["wasted_steps"] += steps
+        else:
+            self.stats["fills"] += 1
+            self.last_ms = round(ms, 1)
+        return {"op": "result", "id": job.id, "text": "" if cancelled else res.text, "steps": steps,
+                "ms": round(ms, 2), "cancelled": cancelled,
+                "reused_tokens": int(getattr(res, "reused_tokens", 0) or 0),
+                "encoded_tokens": int(getattr(res, "encoded_tokens", 0) or 0),
+                "queue_ms": round((started - job.queued_at) * 1000.0, 2), "steps_after_cancel": after}
+
+    # -- serving --
+    async def _connection(self, reader: asyncio.StreamReader, conn: Connection) -> None:
+        self.connections.add(conn)
+        conn.send({"op": "progress", "percent": self.progress[0], "message": self.progress[1]})
+        try:
+            while not self.stopping:
+                try:
+                    msg = await messages.read_message(reader)
+                except messages.WireError as exc:
+                    conn.send({"op": "error", "id": None, "message": f"bad message, closing: {exc}"})
+                    break
+                if msg is None:
+                    break
+                self.handle(conn, msg)
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            self.drop_connection(conn)
+
+    async def serve_stdio(self) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        reader = asyncio.StreamReader(limit=messages.MAX_MESSAGE_BYTES)
+        await self.loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+        out = sys.stdout.buffer
+        lock = threading.Lock()
+
+        def send_raw(data: bytes) -> None:
+            with lock:
+                out.write(data)
+                out.flush()
+
+        threading.Thread(target=self.compute, name="compute", daemon=True).start()
+        conn = Connection(None, send_raw)
+        await self._connection(reader, conn)  # returns at end of input: the server has gone
+        self.stop()
+        return 0
+
+    async def serve_socket(self, path: str, lock_fd: int) -> int:
+        self.loop = asyncio.get_running_loop()
+        self._stop_event = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self.loop.add_signal_handler(sig, self.stop, f"stopped by signal {sig.name}")
+        if os.path.exists(path):
+            os.unlink(path)  # a socket left by a worker that died: we hold the lock, so it is stale
+        old_umask = os.umask(0o177)
+        try:
+            server = await asyncio.start_unix_server(self._accept, path, limit=messages.MAX_MESSAGE_BYTES)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        print(f"diffill worker {os.getpid()}: serving {path}", file=sys.stderr, flush=True)
+        threading.Thread(target=self.compute, name="compute", daemon=True).start()
+        idle = asyncio.ensure_future(self._idle_watch())
+        try:
+            await self._stop_event.wait()
+        finally:
+            idle.cancel()
+            server.close()
+            try:
+                if os.path.exists(path):
+                    os.unlink(path)
+            except OSError:
+                pass
+            os.close(lock_fd)
+        return 0
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None and hasattr(socket, "SO_PEERCRED"):
+            try:
+                _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+                if uid != os.getuid():
+                    writer.close()
+                    return
+            except OSError:
+                pass
+        conn = Connection(writer)
+        await self._connection(reader, conn)
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+    async def _idle_watch(self) -> None:
+        idle_since = time.monotonic()
+        while not self.stopping:
+            await asyncio.sleep(min(1.0, self.args.idle_timeout / 4))
+            if self.connections or self.running is not None:
+                idle_since = time.monotonic()
+            elif time.monotonic() - idle_since >= self.args.idle_timeout:
+                print(f"diffill worker {os.getpid()}: no client for {self.args.idle_timeout:g} s, exiting",
+                      file=sys.stderr, flush=True)
+                self.stop(f"no client for {self.args.idle_timeout:g} s")
+                return
+
+
+def _opt_int(v):
+    return None if v is None else int(v)
+
+
+def _take_lock(path: str) -> int | None:
+    """An exclusive lock on PATH.lock held for the worker's life, or None when another worker has it."""
+    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    _write_pid(fd)
+    return fd
+
+
+def _write_pid(fd: int) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+
+
+def _detach(path: str) -> bool:
+    """Fork twice so the worker outlives (and is not a child of) whoever started it.
+
+    Returns True in the process that should exit now. The worker's output goes to PATH.log.
+    """
+    if os.fork() > 0:
+        return True  # the caller's child: it exits at once and is reaped by the caller
+    os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
+    log = os.open(path + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(null)
+    os.close(log)
+    return False
+
+
+def _check(args) -> int:
+    """Load the model, fill one hole, print a JSON report (for `diffill serve --check`)."""
+    report: dict = {"model": args.model, "device": args.device, "dtype": args.dtype}
+    progress = []
+    engine = Engine(args, lambda p, m: progress.append(m), lambda: None)
+    t0 = time.perf_counter()
+    engine.load()
+    report["load_s"] = round(time.perf_counter() - t0, 2)
+    report["state"] = engine.state
+    report["message"] = engine.message
+    report["model_path"] = engine.model_path
+    if engine.state == "ready":
+        t0 = time.perf_counter()
+        res = engine.infiller.fill("def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n", doc_key="check")
+        report["fill_ms"] = round((time.perf_counter() - t0) * 1000.0, 1)
+        report["fill_steps"] = int(getattr(res, "steps", 0) or 0)
+        report["fill_text"] = res.text
+    print(json.dumps(report), flush=True)
+    return 0 if engine.state == "ready" else 1

@@ -18,6 +18,7 @@ including the characters of the suffix it replaces). Latency is the wall time of
 Writes bench/results/fim_eval.json (summary keys first, then per-task details).
 """
 import argparse
+import dataclasses
 import gzip
 import json
 import os
@@ -83,41 +84,33 @@ def subsample(rows: list[dict], limit: int | None, key, seed: int = 0) -> list[d
 
 
 class ServerPath:
-    """Window -> span -> fill -> trim, as the language server runs them."""
+    """The pipeline the language server runs (lsp/pipeline/complete.py), with the model in this process."""
 
     def __init__(self, model, context_tokens: int, max_steps: int | None):
-        from diffill.lsp.pipeline.windows import ContextWindows, TokenCounter
-        from diffill.lsp.server.settings import Settings
+        from diffill.lsp.cli.in_process import InProcessFill, windows_for
         from diffill.model.engine.infill import Infiller
 
-        self.settings = Settings()
-        self.windows = ContextWindows(TokenCounter(str(Path(model.path) / "tokenizer.json")))
+        self.windows = windows_for(model)
         self.context_tokens = context_tokens
-        self.infiller = Infiller(model)
+        self.fill = InProcessFill(Infiller(model))
         self.max_steps = max_steps
 
     def complete(self, prefix: str, suffix: str, canvas_length: int | None = None) -> dict:
-        from diffill.lsp.server.completer import span_region
-        from diffill.lsp.code.span import decide_span
-        from diffill.lsp.code.trim import trim
+        import asyncio
+
+        from diffill.lsp.pipeline import complete as pipeline
 
         t0 = time.perf_counter()
-        text = prefix + suffix
-        w = self.windows.window("bench", text, len(prefix), self.context_tokens, self.settings.prefix_share,
-                                self.settings.suffix_share)
-        self.windows.forget("bench")
-        span = decide_span("python", *span_region(text, len(prefix)))  # as the server does
-        canvas = canvas_length or min(span.canvas_length, self.settings.canvas_cap)
-        if canvas <= 0:
-            return {"text": "", "replace": 0, "ms": (time.perf_counter() - t0) * 1000, "span": span.kind,
-                    "canvas": 0, "steps": 0, "raw": ""}
-        res = self.infiller.fill(w.prefix, w.suffix, canvas_length=canvas, max_steps=self.max_steps,
-                                 max_lines=span.max_lines or None)
-        trimmed = trim("python", w.prefix, w.suffix, res.text, span)
-        (_, _), (end_line, end_char) = trimmed.replace_range
-        return {"text": trimmed.text, "replace": end_char if end_line == 0 else 0,
-                "ms": (time.perf_counter() - t0) * 1000, "span": span.kind, "canvas": canvas,
-                "steps": res.steps, "raw": res.text}
+        request = pipeline.Request(prefix + suffix, len(prefix), "python", self.context_tokens,
+                                   max_steps=self.max_steps)
+        plan = pipeline.plan(request, self.windows)
+        if canvas_length:  # block latency: the largest canvas whatever the span says
+            plan = dataclasses.replace(plan, canvas=canvas_length)
+        outcome = asyncio.run(pipeline.finish(plan, self.fill))
+        reply = outcome.reply
+        return {"text": outcome.text, "replace": outcome.replace, "ms": (time.perf_counter() - t0) * 1000,
+                "span": plan.span.kind, "canvas": plan.canvas, "steps": reply.steps if reply else 0,
+                "raw": outcome.raw}
 
 
 def percentile(xs: list[float], q: float) -> float | None:
@@ -193,14 +186,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
-    from diffill.lsp.server.settings import Settings
+    from diffill.lsp.cli.in_process import context_tokens_of
     from diffill.model.engine.checkpoint import load_model
     from diffill.model.engine.default import default_model_path
 
     torch.set_num_threads(args.threads)
     path = Path(args.model) if args.model else default_model_path().path
     model = load_model(path)
-    context = args.context_tokens or model.config.raw.get("diffill_context_tokens") or Settings().context_tokens
+    context = args.context_tokens or context_tokens_of(model)
     server = ServerPath(model, context, args.max_steps)
     info_file = Path(path) / "training_info.json"
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}

@@ -14,10 +14,21 @@ from pytest_lsp.client import make_test_lsp_client
 
 SERVER = [sys.executable, "-m", "diffill.lsp.cli", "serve"]
 
-# A place where the tiny random checkpoint below gives a completion that survives trimming (its
-# weights are random, so some places get only an end-of-text): the text, and the cursor.
+# A place and the completion the fixed-answers worker gives there (see `fixed_answers`).
 COMPLETES = "def total(values):\n    return \n"
 COMPLETES_AT = (1, 11)
+COMPLETION = "sum(values)"
+# The worker's table: the longest `after` the model's prefix window ends with picks the answer.
+ANSWERS = {
+    "answers": [
+        {"after": "    return ", "text": COMPLETION},
+        {"after": "' + ", "text": "name"},
+        {"after": "def area(radius):\n    ", "text": "return math.pi * radius ** 2"},
+    ],
+    "default": COMPLETION,
+    "steps": 256,
+    "step_ms": 20,
+}
 
 
 def capabilities(inline: bool = True, encodings=None, progress: bool = True) -> types.ClientCapabilities:
@@ -166,6 +177,16 @@ import shutil  # noqa: E402
 import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def fixed_answers(tmp_path_factory) -> dict:
+    """The environment that makes the server's worker answer from ANSWERS (no model, no torch): the
+    deterministic fill behind the real server, worker and wire."""
+    import json
+    path = tmp_path_factory.mktemp("answers") / "answers.json"
+    path.write_text(json.dumps(ANSWERS))
+    return {"DIFFILL_WORKER_FIXED_ANSWERS": str(path)}
 
 
 @pytest.fixture(scope="session")

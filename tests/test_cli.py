@@ -28,7 +28,7 @@ def test_complete_fills_at_line_and_column(fim_checkpoint, tmp_path):
     f = tmp_path / "a.py"
     f.write_text("def add(a, b):\n    return \n\nprint(add(1, 2))\n")
     out = json.loads(run("complete", f"{f}:2:12", "--model", fim_checkpoint, "--steps", "4", "--json").stdout)
-    assert set(out) == {"text", "steps", "ms"} and isinstance(out["text"], str)
+    assert set(out) == {"text", "replace", "steps", "ms"} and isinstance(out["text"], str)
     assert out["steps"] >= 1
 
 
@@ -71,9 +71,18 @@ def test_info_describes_the_checkpoint(tiny_checkpoint):
     assert d["sliding_layers"] == 1 and d["full_layers"] == 1 and d["prompt_format"] == "chat"
 
 
-def test_demo_completes_the_bundled_example(fim_checkpoint):
-    p = run("demo", "--model", fim_checkpoint, "--steps", "4")
-    assert "fizzbuzz.py" in p.stdout and "def fizzbuzz(n: int)" in p.stdout
+def test_demo_prints_the_example_with_the_shown_middle_in_the_hole_and_says_what_the_model_wrote():
+    from diffill.lsp.cli.complete import offset_at
+    from diffill.lsp.cli.demo import EXAMPLE, HOLE
+
+    answer = json.loads(run("demo", "--json").stdout)  # the embedded model, greedy: deterministic
+    assert answer["raw"], "the embedded model wrote nothing in the hole"
+    p = run("demo")
+    text = EXAMPLE.read_text()
+    offset = offset_at(text, *HOLE)
+    printed = p.stdout.split("-" * 60 + "\n")[1]
+    assert printed == text[:offset] + answer["text"] + text[offset:]
+    assert f"raw text {answer['raw']!r}" in p.stdout and f"shown: {answer['text']!r}" in p.stdout
 
 
 def test_bad_model_is_one_clear_message(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from server_harness import editor, shared_worker, tiny_model  # noqa: F401
+from server_harness import COMPLETION, editor, fixed_answers, shared_worker, tiny_model  # noqa: F401
 
 # A cursor at the start of a function body: the span is a whole definition, the longest canvas.
 BODY = "import math\n\n\ndef area(radius):\n    \n"
@@ -30,8 +30,8 @@ async def wait_for_state(s, state: str, after: int, timeout: float = 60.0) -> No
     raise TimeoutError(f"no {state!r} status; got {s.statuses[after:]}")
 
 
-async def test_a_cancelled_request_answers_request_cancelled_and_frees_the_worker_within_one_step(tiny_model, shared_worker):
-    async with editor(options(tiny_model, shared_worker, maxSteps=256, canvasCap=256)) as s:
+async def test_a_cancelled_request_answers_request_cancelled_and_frees_the_worker_within_one_step(tiny_model, shared_worker, fixed_answers):
+    async with editor(options(tiny_model, shared_worker, maxSteps=256, canvasCap=256), env=fixed_answers) as s:
         uri = "file:///project/area.py"
         s.open(uri, BODY)
         seen = len(s.statuses)
@@ -51,11 +51,11 @@ async def test_a_cancelled_request_answers_request_cancelled_and_frees_the_worke
         assert 0 < worker["wasted_steps"] < 256
         s.client.workspace_did_change_configuration(types.DidChangeConfigurationParams(
             settings={"maxSteps": 4, "canvasCap": 16}))
-        assert (await s.inline(uri, *BODY_CURSOR)) is not None
+        assert (await s.inline(uri, *BODY_CURSOR)).items[0].insert_text == "return math.pi * radius ** 2"
 
 
-async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny_model, shared_worker):
-    async with editor(options(tiny_model, shared_worker, debounceMs=75)) as s:
+async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny_model, shared_worker, fixed_answers):
+    async with editor(options(tiny_model, shared_worker, debounceMs=75), env=fixed_answers) as s:
         uri = "file:///project/burst.py"
         s.open(uri, "def total(values):\n    return \n")
         rss_before = _rss_kb(s.client._server.pid)
@@ -66,7 +66,7 @@ async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny
                 requests.append(s.inline(uri, 1, 12 + 50 * round_ + i))
             results = await asyncio.wait_for(asyncio.gather(*requests), 120)
             assert all(r is None for r in results[:-1])
-            assert results[-1] is not None and len(results[-1].items) == 1
+            assert results[-1] is not None and [i.insert_text for i in results[-1].items] == [COMPLETION]
             stats = await s.stats()
             assert stats["inflight"] == 0 and stats["worker"]["pending"] == 0
         assert stats["model_fills"] <= 3 * 2  # one per burst (two if the first was cancelled late)
@@ -75,8 +75,8 @@ async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny
         assert _rss_kb(s.client._server.pid) - rss_before < 50_000  # the server's memory stays flat
 
 
-async def test_a_worker_killed_mid_request_is_restarted_and_the_next_request_is_served(tiny_model):
-    async with editor(options(tiny_model, maxSteps=32, canvasCap=256)) as s:
+async def test_a_worker_killed_mid_request_is_restarted_and_the_next_request_is_served(tiny_model, fixed_answers):
+    async with editor(options(tiny_model, maxSteps=32, canvasCap=256), env=fixed_answers) as s:
         uri = "file:///project/area.py"
         s.open(uri, BODY)
         pid = (await s.stats())["worker"]["status"]["pid"]
@@ -88,18 +88,18 @@ async def test_a_worker_killed_mid_request_is_restarted_and_the_next_request_is_
         assert first is None or len(first.items) == 1
         s.edit(uri, 4, 4, "r")
         second = await asyncio.wait_for(s.inline(uri, 4, 5), 120)
-        assert second is not None and len(second.items) == 1
+        assert second is not None and len(second.items) == 1  # "r" typed: the rest of the answer, or a new one
         stats = await s.stats()
         assert stats["worker"]["status"]["pid"] != pid
         assert stats["worker"]["retries"] + stats["worker"]["restarts"] >= 1
 
 
-async def test_typing_through_a_shown_completion_is_answered_from_the_cache_in_under_5_ms(tiny_model, shared_worker):
-    async with editor(options(tiny_model, shared_worker)) as s:
+async def test_typing_through_a_shown_completion_is_answered_from_the_cache_in_under_5_ms(tiny_model, shared_worker, fixed_answers):
+    async with editor(options(tiny_model, shared_worker), env=fixed_answers) as s:
         uri = "file:///project/t.py"
         s.open(uri, "def total(values):\n    return \n")
         shown = (await s.inline(uri, 1, 11)).items[0].insert_text
-        assert len(shown) >= 2
+        assert shown == COMPLETION
         for k in (1, 2):
             s.edit(uri, 1, 11 + _utf16(shown[: k - 1]), shown[k - 1])
             col = 11 + _utf16(shown[:k])

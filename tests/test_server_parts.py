@@ -210,16 +210,3 @@ async def test_a_fill_in_flight_is_shared_and_cancelled_only_by_its_last_waiter(
 
 
 # ---- span region -------------------------------------------------------------------------------
-
-def test_the_span_is_decided_on_the_document_not_on_a_window_that_starts_inside_a_docstring():
-    from diffill.lsp.server.completer import decide_span, span_region
-    doc = "def f(xs):\n    \"\"\"Sum.\n\n" + "    >>> f([1, 2])\n    3\n" * 80 + "    \"\"\"\n    total = 0\n"
-    text, offset = doc + "\n    return total\n\n\ndef g():\n    \"\"\"Nothing.\"\"\"\n", len(doc)
-    w = context.ContextWindows().window("u", text, offset, 96, 0.7, 0.3)
-    assert '"""' in w.prefix and not w.prefix.startswith("def")  # the window opens inside the docstring
-    assert decide_span("python", w.prefix, w.suffix).kind == "none"
-    span = decide_span("python", *span_region(text, offset))
-    assert span.kind != "none" and span.canvas_length > 0
-    prefix, suffix = span_region(text, offset, before=100, after=10)
-    assert text.endswith(suffix, 0, offset + 10) and prefix.startswith("    ") and len(prefix) <= 100
-    assert text[offset - len(prefix) - 1] == "\n"  # a long document's region starts at a line start

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from diffill.lsp.wire import messages, sockets
-from server_harness import COMPLETES, COMPLETES_AT, daemon_pid, editor, socket_dir, tiny_model  # noqa: F401
+from server_harness import (COMPLETES, COMPLETES_AT, COMPLETION, daemon_pid, editor, fixed_answers,  # noqa: F401
+                            socket_dir, tiny_model)
 
 WORKER = [sys.executable, "-m", "diffill.lsp.cli", "worker"]
 
@@ -174,20 +175,20 @@ def test_a_socket_folder_other_users_can_write_is_refused(tiny_model, socket_dir
 
 
 async def test_the_server_starts_a_shared_worker_that_outlives_it_and_serves_the_next_editor(
-        tiny_model, socket_dir):
+        tiny_model, socket_dir, fixed_answers):
     path = os.path.join(socket_dir, "w.sock")
     opts = {"model": tiny_model, "workerMode": "shared", "workerSocket": path, "workerIdleTimeout": 30,
             "debounceMs": 0, "maxSteps": 4, "canvasCap": 16}
-    async with editor(opts) as first:
+    async with editor(opts, env=fixed_answers) as first:
         pid = (await first.stats())["worker"]["status"]["pid"]
         assert pid == daemon_pid(path)
     os.kill(pid, 0)  # still running after the editor left
     started = time.monotonic()
-    async with editor(opts) as second:
+    async with editor(opts, env=fixed_answers) as second:
         assert (await second.stats())["worker"]["status"]["pid"] == pid
         uri = "file:///project/a.py"
         second.open(uri, COMPLETES)
-        assert (await second.inline(uri, *COMPLETES_AT)) is not None
+        assert (await second.inline(uri, *COMPLETES_AT)).items[0].insert_text == COMPLETION
     assert time.monotonic() - started < 30  # warm: no model load this time
 
 

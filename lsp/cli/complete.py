@@ -1,20 +1,20 @@
 """`diffill complete FILE:LINE:COL`: fill in code at a point of a file, in this process.
 
-The same path as the server: the span decision, the model's fill through `Infiller`, and the trim.
+The server's pipeline (lsp/pipeline/complete.py) with the model in this process behind the fill.
+`--explain` prints the raw fill, the span and what each trim filter cut.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from pathlib import Path
 
-from diffill.lsp.code.span import decide_span
-from diffill.lsp.code.syntax import language_from_path
-from diffill.lsp.code.trim import trim
 from diffill.lsp.cli.model_options import add_model_arguments
+from diffill.lsp.code.syntax import language_from_path
+from diffill.lsp.pipeline import complete as pipeline
 
 MAX_FILE_BYTES = 10 * 1024 * 1024
-PREFIX_CHARS, SUFFIX_CHARS = 12_000, 3_000  # context windows sent to the model
 
 
 class InputError(Exception):
@@ -28,7 +28,11 @@ def add_arguments(p):
     p.add_argument("--prompt-format", choices=["fim", "chat", "clamped"],
                    help="how the hole is shown to the model (default: the checkpoint's: fim when its "
                         "tokenizer has FIM tokens, else chat)")
+    p.add_argument("--context-tokens", type=int, default=None,
+                   help="prefix + suffix tokens for the model (default: the checkpoint's own)")
     p.add_argument("--json", action="store_true", help='print {"text", "steps", "ms"}')
+    p.add_argument("--explain", action="store_true",
+                   help="also print (to stderr) the span, the raw fill and what each trim filter cut")
 
 
 def parse_target(target: str) -> tuple[Path, int, int]:
@@ -60,43 +64,54 @@ def read_source(path: Path) -> str:
         raise InputError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
-def split_at(text: str, line: int, col: int) -> tuple[str, str]:
+def offset_at(text: str, line: int, col: int) -> int:
     lines = text.split("\n")
     if line > len(lines):
         raise InputError(f"line {line} is past the end of the file ({len(lines)} lines)")
     if col > len(lines[line - 1]) + 1:
         raise InputError(f"column {col} is past the end of line {line} ({len(lines[line - 1])} characters)")
     offset = sum(len(s) + 1 for s in lines[: line - 1]) + col - 1
-    return text[:offset], text[offset:]
+    return offset
 
 
-def complete_text(infiller, language: str, prefix: str, suffix: str, steps=None, seed=0, doc_key=None):
-    """(trimmed text, FillResult or None, span): the whole completion path for one cursor."""
-    span = decide_span(language, prefix, suffix)
-    if span.canvas_length == 0:
-        return "", None, span
-    res = infiller.fill(prefix[-PREFIX_CHARS:], suffix[:SUFFIX_CHARS], canvas_length=span.canvas_length,
-                        max_steps=steps, seed=seed, doc_key=doc_key, language=language,
-                        max_lines=span.max_lines)
-    return trim(language, prefix, suffix, res.text, span).text, res, span
+def complete_in_process(model, text: str, offset: int, language: str, *, infiller=None, steps=None, seed=0,
+                        context_tokens=None, doc: str = "") -> pipeline.Outcome:
+    """The pipeline at one cursor with `model` in this process (`infiller` to reuse one)."""
+    from diffill.lsp.cli.in_process import InProcessFill, context_tokens_of, windows_for
+    from diffill.model.engine.infill import Infiller
+
+    request = pipeline.Request(text, offset, language, context_tokens or context_tokens_of(model), doc=doc,
+                               max_steps=steps, seed=seed)
+    fill = InProcessFill(infiller or Infiller(model))
+    return asyncio.run(pipeline.complete(request, fill, windows_for(model)))
+
+
+def explain(outcome: pipeline.Outcome) -> str:
+    """What happened at the cursor, for a person: the span, the raw fill, each filter's cut."""
+    plan = outcome.plan
+    lines = [f"span: {plan.span.kind} (canvas {plan.canvas} tokens, at most {plan.span.max_lines} lines)",
+             f"model window: {plan.window.prefix_tokens} prefix + {plan.window.suffix_tokens} suffix tokens"]
+    if outcome.reply is None:
+        lines.append("fill: none (the span wants nothing here)")
+    else:
+        lines.append(f"fill: {outcome.reply.steps} steps, {outcome.reply.ms:.0f} ms; raw text {outcome.raw!r}")
+    for cut in (outcome.trimmed.trace if outcome.trimmed is not None else ()):
+        lines.append(f"  {cut}")
+    lines.append(f"shown: {outcome.text!r}" + (f" (replacing {outcome.replace} characters)" if outcome.replace else ""))
+    return "\n".join(lines)
 
 
 def run(args) -> int:
     try:
         path, line, col = parse_target(args.target)
         text = read_source(path)
-        prefix, suffix = split_at(text, line, col)
+        offset = offset_at(text, line, col)
     except InputError as exc:
         print(f"diffill complete: {exc}", file=sys.stderr)
         return 2
-    return print_completion(args, path, prefix, suffix)
-
-
-def print_completion(args, path: Path, prefix: str, suffix: str) -> int:
     from diffill.lsp.cli.model_options import open_model
     from diffill.model.engine.infill import Infiller
 
-    language = args.language or language_from_path(str(path))
     model, note = open_model(args.model, args.device, args.dtype)
     if note:
         print(note, file=sys.stderr)
@@ -105,10 +120,15 @@ def print_completion(args, path: Path, prefix: str, suffix: str) -> int:
     except ValueError as exc:
         print(f"diffill complete: {exc}", file=sys.stderr)
         return 2
-    text, res, span = complete_text(infiller, language, prefix, suffix, args.steps, args.seed)
-    steps, ms = (res.steps, round(res.ms, 1)) if res else (0, 0.0)
+    language = args.language or language_from_path(str(path))
+    outcome = complete_in_process(model, text, offset, language, infiller=infiller, steps=args.steps,
+                                  seed=args.seed, context_tokens=args.context_tokens, doc=str(path))
+    if args.explain:
+        print(explain(outcome), file=sys.stderr)
+    reply = outcome.reply
     if args.json:
-        print(json.dumps({"text": text, "steps": steps, "ms": ms}))
+        print(json.dumps({"text": outcome.text, "replace": outcome.replace, "steps": reply.steps if reply else 0,
+                          "ms": round(reply.ms, 1) if reply else 0.0}))
     else:
-        print(text)
+        print(outcome.text)
     return 0

@@ -72,7 +72,7 @@ class DiffillServer(LanguageServer):
         self.settings = settings_mod.DEFAULTS
         self.documents = DocumentStore()
         self.worker = WorkerClient(self.settings, self._on_worker_status, self._on_worker_progress)
-        self.completer = Completer(self.settings, self.worker)
+        self.completer = Completer(self.settings, self.worker.fill)
         self.progress_token: str | None = None
         self.progress_state: dict = {}
         self.shown_error: str | None = None
@@ -125,6 +125,7 @@ class DiffillServer(LanguageServer):
             if state != "error":
                 self.shown_error = None
                 self.completer.windows.counter.load(status.get("tokenizer"))
+                self.completer.model_context_tokens = status.get("context_tokens")
             self._end_progress(message)
 
     def _on_worker_progress(self, percent: int, message: str) -> None:

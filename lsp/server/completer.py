@@ -1,6 +1,9 @@
-"""One completion at a cursor, from the document to the text to show.
+"""One completion request at a cursor, from the document to the text to show.
 
-    typing-through cache -> share a fill in flight -> debounce -> windows -> span -> worker -> trim -> cache
+    typing-through cache -> share a fill in flight -> debounce -> the pipeline -> cache
+
+The pipeline (window -> span -> fill -> trim) is lsp/pipeline/complete.py, the same one that
+`diffill complete` and the benchmarks run; this module adds what only an editor session needs.
 
 `Completer.complete` is what the server's handlers call; it knows nothing of LSP types. It returns
 a `Completion` (text to insert at the cursor, replacing `replace` characters after it) or None
@@ -10,47 +13,20 @@ nothing useful.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field
 
-from diffill.lsp.server.completion_cache import CompletionCache
+from diffill.lsp.pipeline import complete as pipeline
+from diffill.lsp.pipeline.fill import Fill
 from diffill.lsp.pipeline.windows import ContextWindows
+from diffill.lsp.server.completion_cache import CompletionCache
 from diffill.lsp.server.documents import Document
 from diffill.lsp.server.requests import Inflight, Latest, Rhythm, Ticket, unless_superseded, wait_shared
 from diffill.lsp.server.settings import Settings
-from diffill.lsp.server.worker_client import WorkerClient
 
+log = logging.getLogger("diffill")
 
-# ---- span and trim (lsp/span.py, lsp/trim.py) ------------------------------------------------
-
-SPAN_BEFORE, SPAN_AFTER = 200_000, 50_000  # characters of the document the span decision parses
-
-
-def decide_span(language: str, prefix: str, suffix: str):
-    from diffill.lsp.code.span import decide_span as decide
-    return decide(language, prefix, suffix)
-
-
-def span_region(text: str, offset: int, before: int = SPAN_BEFORE, after: int = SPAN_AFTER) -> tuple[str, str]:
-    """The (prefix, suffix) the span decision sees: far more of the document than the model's window,
-    which may start inside a docstring and make the cursor look as if it were inside a string.
-    Whole documents up to `before` characters ahead of the cursor; longer ones from a line start."""
-    start = max(0, offset - before)
-    if start > 0:
-        nl = text.find("\n", start, offset)
-        start = nl + 1 if nl >= 0 else start
-    return text[start:offset], text[offset:offset + after]
-
-
-def trim(language: str, prefix: str, suffix: str, completion: str, span) -> tuple[str, int]:
-    """(text, characters after the cursor it replaces)."""
-    from diffill.lsp.code.trim import trim as trim_
-    trimmed = trim_(language, prefix, suffix, completion, span)
-    (_, _), (end_line, end_char) = trimmed.replace_range
-    return trimmed.text, (end_char if end_line == 0 else 0)
-
-
-# ---- the pipeline ----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Completion:
@@ -82,9 +58,10 @@ class Stats:
 
 
 class Completer:
-    def __init__(self, settings: Settings, worker: WorkerClient):
+    def __init__(self, settings: Settings, fill: Fill):
         self.settings = settings
-        self.worker = worker
+        self.fill = fill
+        self.model_context_tokens: int | None = None  # the checkpoint's own budget, once the worker says
         self.cache = CompletionCache(settings.cache_size)
         self.windows = ContextWindows()
         self.latest = Latest()
@@ -151,14 +128,10 @@ class Completer:
         if not self._current(doc, ticket, version):
             return None
 
-        window = self.windows.window(uri, text, offset, settings.context_tokens, settings.prefix_share,
-                                     settings.suffix_share)
-        language = doc.language_id
-        span = decide_span(language, *span_region(text, offset))
-        canvas = min(int(span.canvas_length), settings.canvas_cap)
-        if canvas <= 0:
+        plan = pipeline.plan(self.request(doc, text, offset), self.windows)
+        if plan.canvas <= 0:
             return None
-        task = asyncio.ensure_future(self._fill(uri, text, offset, window, span, canvas, language))
+        task = asyncio.ensure_future(self._fill(plan))
         inflight = Inflight.at(uri, text, offset, task)
         self.inflight[uri] = inflight
         task.add_done_callback(lambda _t, i=inflight: self._inflight_done(i))
@@ -175,6 +148,17 @@ class Completer:
             return None
         return Completion(completion_text, offset, replace, "model")
 
+    def context_tokens(self) -> int:
+        """The user's budget, else the checkpoint's own, else the pipeline's default."""
+        return (self.settings.context_tokens or self.model_context_tokens
+                or pipeline.DEFAULT_CONTEXT_TOKENS)
+
+    def request(self, doc: Document, text: str, offset: int) -> pipeline.Request:
+        s = self.settings
+        return pipeline.Request(text, offset, doc.language_id, self.context_tokens(), doc=doc.uri,
+                                prefix_share=s.prefix_share, suffix_share=s.suffix_share,
+                                canvas_cap=s.canvas_cap, max_steps=s.max_steps)
+
     def _current(self, doc: Document, ticket: Ticket, version: int) -> bool:
         if self.latest.is_current(doc.uri, ticket) and doc.version == version:
             return True
@@ -187,21 +171,22 @@ class Completer:
         if not inflight.task.cancelled():
             inflight.task.exception()  # retrieved here; the waiters get it too
 
-    async def _fill(self, uri, text, offset, window, span, canvas, language) -> tuple[str, int] | None:
-        """Ask the worker, trim, remember. Runs as its own task, shared by the requests that wait on it."""
+    async def _fill(self, plan: pipeline.Plan) -> tuple[str, int] | None:
+        """Fill, trim, remember. Runs as its own task, shared by the requests that wait on it."""
         started = time.perf_counter()
         try:
-            reply = await self.worker.fill(uri, window.prefix, window.suffix, canvas_length=canvas,
-                                           max_steps=self.settings.max_steps, language=language,
-                                           max_lines=getattr(span, "max_lines", None) or None)
+            outcome = await pipeline.finish(plan, self.fill)
         except asyncio.CancelledError:
             # a fill cancelled after running this long says the model takes at least this long
             elapsed = (time.perf_counter() - started) * 1000.0
             self.stats.last_fill_ms = max(self.stats.last_fill_ms or 0.0, elapsed)
             raise
-        if reply.cancelled:
+        if outcome.reply.cancelled:
             return None
-        self.stats.last_fill_ms = reply.ms + reply.queue_ms
-        shown, replace = trim(language, window.prefix, window.suffix, reply.text, span)
-        self.cache.put(uri, text, offset, shown, replace)
-        return shown, replace
+        self.stats.last_fill_ms = outcome.reply.ms + outcome.reply.queue_ms
+        if outcome.trimmed is not None and outcome.trimmed.trace:
+            log.debug("trim at %s:%d: %s", plan.request.doc, plan.request.offset,
+                      "; ".join(str(cut) for cut in outcome.trimmed.trace))
+        r = plan.request
+        self.cache.put(r.doc, r.text, r.offset, outcome.text, outcome.replace)
+        return outcome.text, outcome.replace

@@ -27,7 +27,7 @@ class Settings:
     debounce_ms: int = 75               # wait this long after the last keystroke ...
     debounce_max_ms: int = 400          # ... or up to this when the user is typing fast
     adaptive_debounce: bool = True
-    context_tokens: int = 2048          # prefix + suffix token budget
+    context_tokens: int | None = None   # prefix + suffix token budget; None: the checkpoint's own
     prefix_share: float = 0.70          # the prefix gets at least this share of the budget
     suffix_share: float = 0.25          # the suffix gets at most this share
     languages: tuple[str, ...] | None = None  # language ids to complete; None: all
@@ -105,7 +105,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "debounceMs": ("debounce_ms", _int(0, 5000)),
     "debounceMaxMs": ("debounce_max_ms", _int(0, 10000)),
     "adaptiveDebounce": ("adaptive_debounce", _bool),
-    "contextTokens": ("context_tokens", _int(32, 131072)),
+    "contextTokens": ("context_tokens", _optional(_int(32, 131072))),
     "prefixShare": ("prefix_share", _share),
     "suffixShare": ("suffix_share", _share),
     "languages": ("languages", _languages),

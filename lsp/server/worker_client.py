@@ -17,9 +17,9 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 from diffill.lsp.wire import messages, sockets
+from diffill.lsp.pipeline.fill import FillReply, FillRequest
 from diffill.lsp.server.settings import Settings
 
 CONNECT_TIMEOUT_S = 20.0
@@ -34,17 +34,6 @@ class WorkerError(Exception):
 
 class WorkerGone(Exception):
     """The connection to the worker broke while a request was in flight."""
-
-
-@dataclass
-class FillReply:
-    text: str
-    steps: int
-    ms: float
-    cancelled: bool
-    reused_tokens: int = 0
-    encoded_tokens: int = 0
-    queue_ms: float = 0.0
 
 
 def worker_command(settings: Settings, socket_path: str | None) -> list[str]:
@@ -244,15 +233,14 @@ class WorkerClient:
         self.on_status(self.status)
 
     # ---- requests --------------------------------------------------------------------------
-    async def fill(self, doc: str, prefix: str, suffix: str, canvas_length: int | None = None,
-                   max_steps: int | None = None, language: str | None = None,
-                   max_lines: int | None = None) -> FillReply:
-        """Fill the hole; retried once on a fresh worker if the worker dies meanwhile.
+    async def fill(self, request: FillRequest) -> FillReply:
+        """Fill the hole (the server's `Fill`); retried once on a fresh worker if the worker dies meanwhile.
 
         Cancelling the awaiting task cancels the fill in the worker (between two steps)."""
-        message = {"op": "fill", "doc": doc, "prefix": prefix, "suffix": suffix, "canvas_length": canvas_length,
-                   "max_steps": max_steps if max_steps is not None else self.settings.max_steps,
-                   "language": language, "max_lines": max_lines, "seed": 0}
+        r = request
+        message = {"op": "fill", "doc": r.doc, "prefix": r.prefix, "suffix": r.suffix,
+                   "canvas_length": r.canvas_length, "max_steps": r.max_steps, "language": r.language,
+                   "max_lines": r.max_lines, "seed": r.seed}
         for attempt in (1, 2):
             try:
                 await self.start()

@@ -27,8 +27,8 @@ import threading
 import time
 import traceback
 
-from diffill.lsp.wire import messages
-from diffill.lsp.wire import sockets
+from diffill.lsp.wire import messages, sockets
+from diffill.model.worker.fixed_answers import ENV as FIXED_ENV, FixedAnswers
 
 MAX_QUEUED = 64  # fills waiting at once, over all clients; the oldest beyond this are refused
 
@@ -78,6 +78,7 @@ class Engine:
         self.model_path: str | None = None
         self.tokenizer_path: str | None = None
         self.infiller = None
+        self.context_tokens: int | None = None  # the checkpoint's own prefix + suffix budget, if it names one
         self.ready = threading.Event()
         self.random_weights = False
 
@@ -95,6 +96,11 @@ class Engine:
         self.on_state()
 
     def _load(self) -> None:
+        fixed = os.environ.get(FIXED_ENV)
+        if fixed:
+            self.infiller = FixedAnswers(fixed)
+            self.device, self.model_path = "cpu", f"fixed answers from {fixed}"
+            return
         self.on_progress(5, "importing torch")
         import torch
 
@@ -111,6 +117,7 @@ class Engine:
         self.on_progress(20, f"loading {spec} ({dtype}, {self.device})")
         model = load_model(spec, device=self.device, dtype=dtype, allow_download=self.args.allow_download)
         self.model_path = str(getattr(model, "path", spec))
+        self.context_tokens = model.config.raw.get("diffill_context_tokens")
         tok = os.path.join(self.model_path, "tokenizer.json")
         self.tokenizer_path = tok if os.path.isfile(tok) else None
         self.on_progress(80, "warming up")
@@ -230,7 +237,8 @@ class Worker:
         if state == "ready" and self.running is not None:
             state = "busy"
         return {"op": "status", "state": state, "message": self.engine.message, "last_ms": self.last_ms,
-                "model": self.engine.model_path, "tokenizer": self.engine.tokenizer_path, "pid": os.getpid(),
+                "model": self.engine.model_path, "tokenizer": self.engine.tokenizer_path,
+                "context_tokens": self.engine.context_tokens, "pid": os.getpid(),
                 "version": messages.VERSION, "shared": self.shared, "progress": self.progress[0],
                 "stats": dict(self.stats)}
 

@@ -10,7 +10,7 @@ export interface ServerOptions {
     maxSteps: number | null;
     canvasCap: number;
     debounceMs: number;
-    contextTokens: number;
+    contextTokens: number | null; // null: the checkpoint's own budget
     languages: string[] | null;
     [extra: string]: unknown;
 }
@@ -34,7 +34,7 @@ export const DEFAULTS: ServerOptions = {
     maxSteps: null,
     canvasCap: 256,
     debounceMs: 75,
-    contextTokens: 2048,
+    contextTokens: null,
     languages: null,
 };
 
@@ -67,7 +67,7 @@ export function readSettings(get: Getter): Settings {
         maxSteps: count(get("maxSteps")) || null,
         canvasCap: count(get("canvasCap")) || DEFAULTS.canvasCap,
         debounceMs: count(get("debounceMs")) ?? DEFAULTS.debounceMs,
-        contextTokens: count(get("contextTokens")) || DEFAULTS.contextTokens,
+        contextTokens: count(get("contextTokens")) || null,
         languages: languages === null || languages.includes("*") ? null : languages,
     };
     return {

@@ -45,6 +45,7 @@ class Trimmed:
 
     text: str
     replace_range: tuple[Position, Position] = ((0, 0), (0, 0))
+    trace: tuple[Cut, ...] = ()   # what each filter that changed the text cut, in order
 
     @property
     def is_empty(self) -> bool:
@@ -52,6 +53,20 @@ class Trimmed:
 
 
 EMPTY = Trimmed("")
+
+
+@dataclass(frozen=True)
+class Cut:
+    """One filter's verdict: the text it was given and what it left."""
+
+    filter: str
+    before: str
+    after: str
+
+    def __str__(self) -> str:
+        if self.after and self.before.startswith(self.after):
+            return f"{self.filter}: cut {self.before[len(self.after):]!r}"
+        return f"{self.filter}: {self.before!r} -> {self.after!r}"
 
 
 @dataclass
@@ -86,15 +101,18 @@ def _trim(language: str, prefix: str, suffix: str, completion: str, span: Span) 
     document = syntax.shared_document(cursor.language)
     ctx = _Context(cursor, span, brackets.leading_closers(cursor.rest_of_line), document)
     text = normalise_newlines(completion)
+    trace: list[Cut] = []
     for step in (cut_at_suffix_echo, cut_at_rest_of_line_echo, cut_at_span_end, drop_duplicated_closing_line,
                  prefer_parse_clean_cut, reindent_continuation, tidy_end):
-        text = step(ctx, text)
+        before, text = text, step(ctx, text)
+        if text != before:
+            trace.append(Cut(step.__name__, before, text))
         if not text:
-            return EMPTY
+            return Trimmed("", trace=tuple(trace))
     consumed = _replaced_closers(ctx, text)
     if cursor.eol != "\n":
         text = text.replace("\n", cursor.eol)
-    return Trimmed(text, ((0, 0), (0, consumed)))
+    return Trimmed(text, ((0, 0), (0, consumed)), tuple(trace))
 
 
 # ---- filters ---------------------------------------------------------------------------------

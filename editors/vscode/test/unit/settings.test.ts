@@ -47,6 +47,7 @@ test("negative or fractional numbers fall back to the defaults", () => {
     assert.equal(server.maxSteps, null);
     assert.equal(server.canvasCap, DEFAULTS.canvasCap);
     assert.equal(server.debounceMs, DEFAULTS.debounceMs);
+    assert.equal(server.contextTokens, null, "no budget is sent: the server takes the checkpoint's own");
 });
 
 test("the server starts as `diffill serve` by default", () => {

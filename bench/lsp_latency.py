@@ -1,63 +1,58 @@
-"""End-to-end latency of the language server while someone types.
+"""End-to-end latency of the language server while someone types, with the pauses people make.
 
-Opens a module of the Python standard library (nobody here wrote it) with one function's body
-removed, then types that body back character by character at a fixed speed (10 characters/s by
-default), asking for an inline completion after every keystroke the way an editor does: the
-edit, then the request, without waiting for the previous answer. The server and its worker are
-the real processes (`diffill serve` over stdio).
+Opens a module of the Python standard library (nobody here wrote it) with function bodies removed,
+then types them back character by character at 10 characters/s, pausing after words and longer at
+line ends, and asks for an inline completion after every keystroke the way an editor does: the
+edit, then the request, without waiting for the previous answer. The server and its worker are the
+real processes (`diffill serve` over stdio). It types on (function after function) until at least
+--min-shown completions were shown after a pause, or --max-chars are typed.
 
-Reported: p50/p95 latency from request to answer for the answers that carried a completion, the
-share of requests answered from the typing-through cache (or a fill already in flight), and the
-denoising steps the worker spent on fills that were cancelled.
+Reported: latency from the last keystroke before a pause to the answer, for the answers that
+showed a completion and for every answer after a pause; the share of requests answered from the
+typing-through cache (or a fill in flight); the denoising steps spent on cancelled fills.
+Percentiles only from 30 samples or more (bench/record.py).
 
-    python bench/lsp_latency.py                       # the default model, 600 characters
-    python bench/lsp_latency.py --model PATH --chars 300 --out bench/results/lsp_latency.json
+    python bench/lsp_latency.py                       # the default model; writes bench/results/lsp_latency.*
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import inspect
 import json
 import os
-import platform
 import re
-import statistics
 import sys
 import time
 
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from record import MIN_SAMPLES, percentile, write_results
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = re.findall(r"model name\s*:\s*(.+)", f.read())
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, Python {platform.python_version()}"
+WORD_PAUSE_S, LINE_PAUSE_S = 0.6, 1.5  # after a space or punctuation, and at a line end
 
 
-def pick_hole(module: str, function: str | None, chars: int) -> tuple[str, str, str]:
-    """(text before the hole, the hole, text after) for a function of a stdlib module."""
-    mod = __import__(module)
-    source = inspect.getsource(mod)
-    funcs = [m for m in re.finditer(r"^def (\w+)\(.*?\):\n(?:\s+\"\"\"[\s\S]*?\"\"\"\n)?", source, re.M)]
-    if function:
-        funcs = [m for m in funcs if m.group(1) == function]
-    # the first function whose body is long enough
-    for m in funcs:
+def bodies(module: str) -> list[tuple[int, int]]:
+    """(start, end) of each top-level function body (after its docstring) in the module's source."""
+    source = inspect.getsource(__import__(module))
+    out = []
+    for m in re.finditer(r"^def (\w+)\(.*?\):\n(?:\s+\"\"\"[\s\S]*?\"\"\"\n)?", source, re.M):
         end = re.search(r"^\S", source[m.end():], re.M)
         body_end = m.end() + (end.start() if end else len(source) - m.end())
-        body = source[m.end():body_end].rstrip("\n") + "\n"
-        if len(body) >= min(chars, 200):
-            hole = body[:chars]
-            return source[: m.end()], hole, source[m.end() + len(hole):]
-    raise SystemExit(f"no function with a body of {chars} characters in {module}")
+        body = source[m.end():body_end].rstrip("\n")
+        if len(body) >= 80:
+            out.append((m.end(), m.end() + len(body)))
+    return out
+
+
+def pause_after(ch: str, nxt: str) -> float:
+    """How long a person stops after typing `ch` (the next character being `nxt`)."""
+    if ch == "\n" and nxt != "\n":
+        return LINE_PAUSE_S
+    if ch in " (.,:" and nxt not in " \n":
+        return WORD_PAUSE_S
+    return 0.0
 
 
 class Typist:
@@ -111,8 +106,8 @@ def plain(obj):
 
 
 async def run(args) -> dict:
-    before, hole, after = pick_hole(args.module, args.function, args.chars)
-    load_at_start = [round(x, 2) for x in os.getloadavg()]  # other work on the machine skews the figures
+    source = inspect.getsource(__import__(args.module))
+    holes = bodies(args.module)
     options = {"workerMode": "private", "preload": True}
     if args.model:
         options["model"] = args.model
@@ -138,88 +133,107 @@ async def run(args) -> dict:
     if ready["state"] == "error":
         raise SystemExit(f"the worker failed: {ready['message']}")
 
-    uri = "file:///bench/" + args.module + ".py"
-    client.text_document_did_open(types.DidOpenTextDocumentParams(
-        types.TextDocumentItem(uri=uri, language_id="python", version=1, text=before + after)))
-    typist = Typist(client, uri, before)
-    interval = 1.0 / args.cps
-    answers: list[tuple[float, bool]] = []  # (latency ms, carried a completion)
+    every: list[float] = []            # every answer: ms from its own keystroke
+    after_pause: list[float] = []      # answers to the last keystroke before a pause
+    shown_after_pause: list[float] = []
+    typed = 0
     pending = []
 
-    async def timed(fut, sent):
+    async def timed(fut, sent, paused):
         result = await fut
-        answers.append(((time.perf_counter() - sent) * 1000.0, bool(result and result.items)))
+        ms = (time.perf_counter() - sent) * 1000.0
+        every.append(ms)
+        if paused:
+            after_pause.append(ms)
+            if result and result.items and result.items[0].insert_text:
+                shown_after_pause.append(ms)
 
-    start = time.perf_counter()
-    for i, ch in enumerate(hole):
-        target = start + i * interval
-        await asyncio.sleep(max(0.0, target - time.perf_counter()))
-        typist.type_char(ch)
-        pending.append(asyncio.ensure_future(timed(typist.request(), time.perf_counter())))
+    for n, (start, end) in enumerate(holes):
+        if len(shown_after_pause) >= args.min_shown or typed >= args.max_chars:
+            break
+        uri = f"file:///bench/{args.module}_{n}.py"  # each body typed into a fresh copy of the module
+        before, hole, after = source[:start], source[start:end], source[end:]
+        client.text_document_did_open(types.DidOpenTextDocumentParams(
+            types.TextDocumentItem(uri=uri, language_id="python", version=1, text=before + after)))
+        typist = Typist(client, uri, before)
+        for i, ch in enumerate(hole):
+            typist.type_char(ch)
+            typed += 1
+            pause = pause_after(ch, hole[i + 1] if i + 1 < len(hole) else "\n")
+            pending.append(asyncio.ensure_future(timed(typist.request(), time.perf_counter(), pause > 0)))
+            await asyncio.sleep(1.0 / args.cps + pause)
+        await asyncio.gather(*pending)
+        client.text_document_did_close(types.DidCloseTextDocumentParams(types.TextDocumentIdentifier(uri)))
     await asyncio.gather(*pending)
     stats = plain(await client.protocol.send_request_async("diffill/stats", None))
     await client.shutdown_async(None)
     client.exit(None)
     await client.stop()
-
-    shown = sorted(ms for ms, ok in answers if ok)
-    every = sorted(ms for ms, _ in answers)
     worker = stats["worker"]
     status = worker["status"]
-
-    def pct(values, q):
-        return round(values[min(len(values) - 1, int(q * len(values)))], 1) if values else None
-
     return {
-        "machine": machine(),
-        "load_average_at_start": load_at_start,
-        "date": datetime.date.today().isoformat(),
-        "command": "python bench/lsp_latency.py " + " ".join(sys.argv[1:]),
         "model": describe_model(status),
-        "typed": f"{len(hole)} characters of {args.module}.py at {args.cps:g} characters/s",
-        "p50_ms": pct(shown, 0.50),
-        "p95_ms": pct(shown, 0.95),
-        "cache_hit_rate": round((stats["cache_hits"] + stats["shared"]) / max(1, stats["requests"]), 3),
-        "wasted_steps": worker["wasted_steps"],
+        "typed": f"{typed} characters of {args.module}.py at {args.cps:g} characters/s, pausing "
+                 f"{WORD_PAUSE_S:g} s after words and {LINE_PAUSE_S:g} s at line ends",
+        "shown_after_pause": len(shown_after_pause),
+        "shown_p50_ms": percentile(shown_after_pause, 0.50),
+        "shown_p95_ms": percentile(shown_after_pause, 0.95),
+        "pauses": len(after_pause),
+        "after_pause_p50_ms": percentile(after_pause, 0.50),
+        "after_pause_p95_ms": percentile(after_pause, 0.95),
+        "all_answers_p50_ms": percentile(every, 0.50),
+        "all_answers_p95_ms": percentile(every, 0.95),
         "requests": stats["requests"],
-        "answered_with_completion": len(shown),
         "cache_hits": stats["cache_hits"],
         "shared_fill_hits": stats["shared"],
+        "cache_hit_rate": round((stats["cache_hits"] + stats["shared"]) / max(1, stats["requests"]), 3),
         "superseded": stats["superseded"],
         "model_fills": stats["model_fills"],
         "cancelled_fills": worker["cancelled"],
+        "wasted_steps": worker["wasted_steps"],
         "total_steps": (status.get("stats") or {}).get("steps"),
-        "all_answers_p50_ms": pct(every, 0.50),
-        "all_answers_p95_ms": pct(every, 0.95),
-        "last_fill_ms": stats["last_fill_ms"],
         "worker_load_s": round(load_s, 1),
         "settings": options,
+        "samples_ms": {"shown_after_pause": [round(x, 1) for x in shown_after_pause],
+                       "after_pause": [round(x, 1) for x in after_pause]},
     }
+
+
+def markdown(r: dict) -> str:
+    def ms(v):
+        return "n/a" if v is None else f"{v:.0f}"
+    short = "" if r["shown_after_pause"] >= MIN_SAMPLES else (
+        f"\nOnly {r['shown_after_pause']} completions were shown after a pause (fewer than {MIN_SAMPLES}): "
+        "no percentile is given for them.\n")
+    return f"""Model: {r['model']}. Typed: {r['typed']}. Server and worker: the real `diffill serve` over stdio
+with a private worker, settings {json.dumps(r['settings'])}.
+
+| answers | samples | p50 ms | p95 ms |
+|---|---|---|---|
+| shown after a pause (from the last keystroke) | {r['shown_after_pause']} | {ms(r['shown_p50_ms'])} | {ms(r['shown_p95_ms'])} |
+| every answer after a pause | {r['pauses']} | {ms(r['after_pause_p50_ms'])} | {ms(r['after_pause_p95_ms'])} |
+| every answer (from its own keystroke) | {r['requests']} | {ms(r['all_answers_p50_ms'])} | {ms(r['all_answers_p95_ms'])} |
+{short}
+Requests {r['requests']}: {r['cache_hits']} from the typing-through cache, {r['shared_fill_hits']} from a fill in
+flight, {r['superseded']} superseded; {r['model_fills']} fills, {r['cancelled_fills']} cancelled
+({r['wasted_steps']} wasted of {r['total_steps']} denoising steps). Worker load: {r['worker_load_s']} s.
+"""
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", help="checkpoint folder or hub id (default: the server's default model)")
     p.add_argument("--module", default="textwrap", help="stdlib module to type from (default: textwrap)")
-    p.add_argument("--function", help="the function whose body is typed (default: the first long enough)")
-    p.add_argument("--chars", type=int, default=600, help="characters to type (default: 600)")
+    p.add_argument("--min-shown", type=int, default=MIN_SAMPLES,
+                   help=f"type until this many completions were shown after a pause (default: {MIN_SAMPLES})")
+    p.add_argument("--max-chars", type=int, default=4000, help="stop typing after this many characters")
     p.add_argument("--cps", type=float, default=10.0, help="typing speed, characters per second (default: 10)")
     p.add_argument("--settings", help="extra server settings as JSON")
-    p.add_argument("--out", help="write the results here (JSON)")
-    p.add_argument("--variant", metavar="NAME",
-                   help="with --out: add this run to the file's `variants` instead of replacing the main result")
+    p.add_argument("--name", default="lsp_latency", help="results file name in bench/results (default: lsp_latency)")
     args = p.parse_args()
     result = asyncio.run(run(args))
-    print(json.dumps(result, indent=2))
-    if args.out:
-        if args.variant:
-            with open(args.out) as f:
-                doc = json.load(f)
-            doc.setdefault("variants", {})[args.variant] = result
-        else:
-            doc = result
-        with open(args.out, "w") as f:
-            f.write(json.dumps(doc, indent=2) + "\n")
+    write_results(args.name, result, markdown(result), "Language server latency while typing (`bench/lsp_latency.py`)")
+    print(markdown(result))
     return 0
 
 

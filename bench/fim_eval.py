@@ -13,26 +13,26 @@ including the characters of the suffix it replaces). Latency is the wall time of
 - Block latency: fills with a 256-token canvas (the largest span) on multi-line prompts.
 
     .venv/bin/python bench/fim_eval.py                    # the embedded model, all tasks
-    .venv/bin/python bench/fim_eval.py --model DIR --limit 50 --out /tmp/x.json
+    .venv/bin/python bench/fim_eval.py --model DIR --limit 50 --name fim_eval_mine
 
-Writes bench/results/fim_eval.json (summary keys first, then per-task details).
+Writes bench/results/<name>.json (summary, then per-task details) and <name>.md.
 """
 import argparse
 import dataclasses
 import gzip
 import json
-import os
-import platform
 import random
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+from record import percentile, write_results  # noqa: E402
+
 EVALDATA = ROOT.parent / "shared" / "evaldata"
 
 GUARD = """
@@ -113,14 +113,6 @@ class ServerPath:
                 "raw": outcome.raw}
 
 
-def percentile(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    i = min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))
-    return round(xs[i], 1)
-
-
 def humaneval_task(path: ServerPath, rows: list[dict], timeout: float, log) -> dict:
     passed, ms, samples = 0, [], []
     for i, row in enumerate(rows):
@@ -169,6 +161,33 @@ def block_latency(path: ServerPath, rows: list[dict]) -> dict:
             "mean_steps": round(statistics.mean(steps), 1) if steps else None}
 
 
+def markdown(summary: dict, results: dict) -> str:
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}%"
+
+    def ms(task):
+        p50, p95 = task.get("p50_ms"), task.get("p95_ms")
+        return "n/a" if p50 is None else f"{p50:.0f} / {p95:.0f} ms"
+
+    rows = []
+    for key, label, score, count in (("single_line", "HumanEval single-line pass@1", "pass@1", "passed"),
+                                     ("multi_line", "HumanEval multi-line pass@1", "pass@1", "passed"),
+                                     ("santacoder_fim_py", "SantaCoder-FIM Python exact match", "exact_match", "exact")):
+        if key in results:
+            t = results[key]
+            shown = sum(1 for x in t["samples"] if x["completion"])
+            rows.append(f"| {label} | {pct(t[score])} ({t[count]}/{t['problems']}) | {ms(t)} | {shown} of {t['problems']} |")
+    if "block_latency" in results:
+        b = results["block_latency"]
+        rows.append(f"| 256-token block fills | | {ms(b)} ({b['mean_steps']} steps) | |")
+    return (f"Model: `{summary['model']}`, {summary['params']:,} parameters, {summary['train_tokens'] or '?'} training "
+            f"tokens; context {summary['context_tokens']} tokens (the checkpoint's), at most {summary['max_steps']} "
+            f"denoising steps; greedy, one completion per problem. Each problem goes through the pipeline the server "
+            f"runs (window, span, fill, trim); HumanEval programs run in a fresh `python -I` with a timeout.\n\n"
+            "| task | score | p50 / p95 latency | completions shown |\n|---|---|---|---|\n" + "\n".join(rows)
+            + f"\n\nWall time {summary['wall_s']} s.\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", help="checkpoint directory (default: the embedded model)")
@@ -182,7 +201,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="denoising steps (default: the checkpoint's)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per HumanEval program")
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fim_eval.json")
+    ap.add_argument("--name", default="fim_eval", help="results file name in bench/results (default: fim_eval)")
     args = ap.parse_args(argv)
 
     import torch
@@ -233,31 +252,14 @@ def main(argv=None) -> int:
         "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name,
         "params": model.num_parameters(),
         "train_tokens": info.get("tokens"),
-        "single_line_pass1": results.get("single_line", {}).get("pass@1"),
-        "multi_line_pass1": results.get("multi_line", {}).get("pass@1"),
-        "p50_ms_single": results.get("single_line", {}).get("p50_ms"),
-        "p95_ms_single": results.get("single_line", {}).get("p95_ms"),
-        "p50_ms_block": results.get("block_latency", {}).get("p50_ms"),
-        "p95_ms_block": results.get("block_latency", {}).get("p95_ms"),
-        "p50_ms_multi": results.get("multi_line", {}).get("p50_ms"),
-        "santacoder_fim_py_exact_match": results.get("santacoder_fim_py", {}).get("exact_match"),
-        "setup": {
-            "command": "bench/fim_eval.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-            "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
-                       f"{args.threads} threads, fp32",
-            "load_average_at_end": None,
-            "context_tokens": context,
-            "max_steps": args.max_steps or model.generation.max_denoising_steps,
-            "training": {k: info.get(k) for k in ("size", "step", "steps", "tokens", "canvas_tokens") if k in info},
-            "wall_s": None,
-        },
+        "context_tokens": context,
+        "max_steps": args.max_steps or model.generation.max_denoising_steps,
+        "training": {k: info.get(k) for k in ("size", "step", "steps", "tokens", "canvas_tokens") if k in info},
+        "wall_s": round(time.time() - t_start),
     }
-    summary["setup"]["wall_s"] = round(time.time() - t_start)
-    summary["setup"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({**summary, "tasks": results}, indent=1) + "\n")
-    log(json.dumps(summary, indent=1))
+    write_results(args.name, {**summary, "tasks": results}, markdown(summary, results),
+                  f"FIM evaluation of {summary['model']} through the server's pipeline (`bench/fim_eval.py`)", argv)
+    log(markdown(summary, results))
     return 0
 
 

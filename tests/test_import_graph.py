@@ -19,7 +19,7 @@ ALLOWED = {
     "lsp.wire": set(),
     "lsp.server": {"lsp.pipeline", "lsp.code", "lsp.wire"},
     "lsp.cli": None,  # anything
-    "model.engine": {"kernels"},
+    "model.engine": {"kernels", "lsp.wire"},  # lsp.wire.prompt_format: the prompt text shared with the remote client
     "model.gpu": {"model.engine", "kernels"},
     "model.worker": {"lsp.wire", "model.engine", "model.gpu"},
     "model.train": {"model.engine", "kernels"},

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from diffill.lsp.wire import prompt_format
 from diffill.model.engine.sampler import Clamp
 from diffill.model.engine.tokenizer import Tokenizer
 
 FORMATS = ("fim", "chat", "clamped")
-CURSOR = "<|cursor|>"
-LEAD_LINES = 3
+CURSOR = prompt_format.CURSOR
+LEAD_LINES = prompt_format.LEAD_LINES
 
 
 @dataclass
@@ -51,14 +52,11 @@ def build_prompt(tok: Tokenizer, fmt: str, prefix: str, suffix: str, canvas_leng
         if not tok.chat:
             raise ValueError("this checkpoint's tokenizer has no chat turn markers; use the 'clamped' format")
         open_, close = tok.turn_ids
-        lang = language or ""
-        head = lines_tail(prefix, LEAD_LINES)
-        user = (f"Fill in the code at {CURSOR} in this {lang or 'source'} file. Answer with the code that goes "
-                f"at {CURSOR} only.\n```{lang}\n")
-        ids = (bos + [open_] + tok.encode("user\n" + user) + tok.encode(prefix) + tok.encode(CURSOR)
-               + tok.encode(suffix + "\n```") + [close] + tok.encode("\n") + [open_]
-               + tok.encode(f"model\n```{lang}\n") + tok.encode(head))
-        return Prompt(ids, stop_texts=("\n```", "```"))
+        c = prompt_format.chat_pieces(prefix, suffix, language)  # the same text the remote client sends
+        ids = (bos + [open_] + tok.encode(c.user) + tok.encode(c.prefix) + tok.encode(c.cursor)
+               + tok.encode(c.suffix) + [close] + tok.encode("\n") + [open_]
+               + tok.encode(c.model) + tok.encode(c.head))
+        return Prompt(ids, stop_texts=prompt_format.CHAT_STOPS)
     if fmt == "clamped":
         pins = tok.encode(suffix)[: max(1, canvas_length // 4)] if suffix else []
         middle = canvas_length - len(pins)

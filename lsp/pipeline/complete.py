@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from diffill.lsp.code.span import Span, decide_span
 from diffill.lsp.code.trim import Trimmed, trim
 from diffill.lsp.pipeline.fill import Fill, FillReply, FillRequest
+from diffill.lsp.pipeline.language_gate import refusal
 from diffill.lsp.pipeline.windows import ContextWindows, Window
 
 DEFAULT_CONTEXT_TOKENS = 2048  # when neither the user nor the checkpoint names a budget
@@ -36,6 +37,8 @@ class Request:
     canvas_cap: int = CANVAS_CAP
     max_steps: int | None = None
     seed: int = 0
+    model_languages: tuple[str, ...] | None = None  # what the checkpoint was trained for; None: all
+    force_languages: tuple[str, ...] = ()           # the user's override of the language gate
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class Plan:
     region: tuple[str, str]     # what span and trim see: (prefix, suffix) of the document
     span: Span
     canvas: int                 # 0: nothing to fill here
+    refused: str | None = None  # why a gate before the fill said no
 
     def fill_request(self) -> FillRequest:
         r = self.request
@@ -84,7 +88,8 @@ def plan(request: Request, windows: ContextWindows | None = None) -> Plan:
     region = document_region(r.text, offset)
     span = decide_span(r.language, *region)
     canvas = min(int(span.canvas_length), r.canvas_cap)
-    return Plan(r, window, region, span, max(0, canvas))
+    refused = refusal(r.language, r.model_languages, r.force_languages)
+    return Plan(r, window, region, span, 0 if refused else max(0, canvas), refused)
 
 
 def shape(plan: Plan, reply: FillReply) -> Outcome:

@@ -72,7 +72,7 @@ class DiffillServer(LanguageServer):
         self.settings = settings_mod.DEFAULTS
         self.documents = DocumentStore()
         self.worker = WorkerClient(self.settings, self._on_worker_status, self._on_worker_progress)
-        self.completer = Completer(self.settings, self.worker.fill)
+        self.completer = Completer(self.settings, self.worker.fill, self._on_refusal)
         self.progress_token: str | None = None
         self.progress_state: dict = {}
         self.shown_error: str | None = None
@@ -126,7 +126,14 @@ class DiffillServer(LanguageServer):
                 self.shown_error = None
                 self.completer.windows.counter.load(status.get("tokenizer"))
                 self.completer.model_context_tokens = status.get("context_tokens")
+                self.completer.model_languages = tuple(status.get("languages") or ()) or None
             self._end_progress(message)
+
+    def _on_refusal(self, reason: str) -> None:
+        """A gate refused completions for a reason the user should know (once per reason)."""
+        log.info("%s", reason)
+        self.protocol.notify(STATUS, {"state": "ready", "message": reason,
+                                      "latency_ms": self.last_status[2] if self.last_status else None})
 
     def _on_worker_progress(self, percent: int, message: str) -> None:
         """Model load progress as `$/progress`: the token is created first, and begin/report are

@@ -58,10 +58,13 @@ class Stats:
 
 
 class Completer:
-    def __init__(self, settings: Settings, fill: Fill):
+    def __init__(self, settings: Settings, fill: Fill, on_refusal=None):
         self.settings = settings
         self.fill = fill
+        self.on_refusal = on_refusal or (lambda reason: None)
+        self.refusals_told: set[str] = set()
         self.model_context_tokens: int | None = None  # the checkpoint's own budget, once the worker says
+        self.model_languages: tuple[str, ...] | None = None  # what it was trained for; None: all
         self.cache = CompletionCache(settings.cache_size)
         self.windows = ContextWindows()
         self.latest = Latest()
@@ -129,6 +132,9 @@ class Completer:
             return None
 
         plan = pipeline.plan(self.request(doc, text, offset), self.windows)
+        if plan.refused and plan.refused not in self.refusals_told:
+            self.refusals_told.add(plan.refused)
+            self.on_refusal(plan.refused)
         if plan.canvas <= 0:
             return None
         task = asyncio.ensure_future(self._fill(plan))
@@ -157,7 +163,8 @@ class Completer:
         s = self.settings
         return pipeline.Request(text, offset, doc.language_id, self.context_tokens(), doc=doc.uri,
                                 prefix_share=s.prefix_share, suffix_share=s.suffix_share,
-                                canvas_cap=s.canvas_cap, max_steps=s.max_steps)
+                                canvas_cap=s.canvas_cap, max_steps=s.max_steps,
+                                model_languages=self.model_languages, force_languages=s.force_languages)
 
     def _current(self, doc: Document, ticket: Ticket, version: int) -> bool:
         if self.latest.is_current(doc.uri, ticket) and doc.version == version:

@@ -31,6 +31,7 @@ class Settings:
     prefix_share: float = 0.70          # the prefix gets at least this share of the budget
     suffix_share: float = 0.25          # the suffix gets at most this share
     languages: tuple[str, ...] | None = None  # language ids to complete; None: all
+    force_languages: tuple[str, ...] = ()     # complete these although the model was not trained for them
     worker_mode: str = "shared"         # shared: per-user daemon over a socket; private: a child process
     worker_socket: str | None = None    # socket path of the shared worker; None: the per-user default
     worker_idle_timeout_s: int = 900    # a shared worker exits after this long without requests
@@ -95,6 +96,14 @@ def _languages(v: Any):
     return None if "*" in v else tuple(x.lower() for x in v)
 
 
+def _forced_languages(v: Any):
+    if v is None:
+        return ()
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise ValueError('a list of language ids, ["*"] for all')
+    return tuple(x.lower() for x in v)
+
+
 # camelCase key -> (field name, validator)
 _FIELDS: dict[str, tuple[str, Any]] = {
     "model": ("model", _optional(_text)),
@@ -109,6 +118,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "prefixShare": ("prefix_share", _share),
     "suffixShare": ("suffix_share", _share),
     "languages": ("languages", _languages),
+    "forceLanguages": ("force_languages", _forced_languages),
     "workerMode": ("worker_mode", _choice(WORKER_MODES)),
     "workerSocket": ("worker_socket", _optional(_text)),
     "workerIdleTimeout": ("worker_idle_timeout_s", _int(10, 7 * 24 * 3600)),

@@ -173,8 +173,10 @@ def new_model(size: str, tokenizer_file: Path, seed: int, canvas_length: int = 2
 
 def export(model, out: Path, meta: dict, dtype=torch.bfloat16, max_shard_bytes: int = 15_000_000) -> Path:
     """The HF-layout checkpoint (bf16, shards under 16 MB) plus training_info.json. config.json gets
-    `diffill_context_tokens`: the prefix + suffix budget the model was trained with."""
+    `diffill_context_tokens`: the prefix + suffix budget the model was trained with, and
+    `diffill_languages`: the corpus is Python source only."""
     model.config.raw["diffill_context_tokens"] = meta["prefix_tokens"] + meta["suffix_tokens"]
+    model.config.raw["diffill_languages"] = ["python"]
     save_checkpoint(model, out, max_shard_bytes=max_shard_bytes, dtype=dtype)
     (out / "training_info.json").write_text(json.dumps(meta, indent=1) + "\n")
     return out

@@ -79,6 +79,7 @@ class Engine:
         self.tokenizer_path: str | None = None
         self.infiller = None
         self.context_tokens: int | None = None  # the checkpoint's own prefix + suffix budget, if it names one
+        self.languages: list[str] | None = None  # the languages it was trained for, if it names them
         self.ready = threading.Event()
         self.random_weights = False
 
@@ -118,6 +119,7 @@ class Engine:
         model = load_model(spec, device=self.device, dtype=dtype, allow_download=self.args.allow_download)
         self.model_path = str(getattr(model, "path", spec))
         self.context_tokens = model.config.raw.get("diffill_context_tokens")
+        self.languages = model.config.raw.get("diffill_languages")
         tok = os.path.join(self.model_path, "tokenizer.json")
         self.tokenizer_path = tok if os.path.isfile(tok) else None
         self.on_progress(80, "warming up")
@@ -238,7 +240,8 @@ class Worker:
             state = "busy"
         return {"op": "status", "state": state, "message": self.engine.message, "last_ms": self.last_ms,
                 "model": self.engine.model_path, "tokenizer": self.engine.tokenizer_path,
-                "context_tokens": self.engine.context_tokens, "pid": os.getpid(),
+                "context_tokens": self.engine.context_tokens, "languages": self.engine.languages,
+                "pid": os.getpid(),
                 "version": messages.VERSION, "shared": self.shared, "progress": self.progress[0],
                 "stats": dict(self.stats)}
 

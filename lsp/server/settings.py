@@ -12,9 +12,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from diffill.lsp.server.remote.config import DEFAULTS as REMOTE_DEFAULTS
+from diffill.lsp.server.remote.config import RemoteSettings, describe_remote, parse_remote
+
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WORKER_MODES = ("shared", "private")
+BACKENDS = ("local", "remote")
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Settings:
     preload: bool = True                # start the worker (and load the model) at initialize
     allow_download: bool = False        # let the worker fetch a hub id that is not cached locally
     cache_size: int = 256               # completions remembered for typing-through
+    backend: str = "local"              # local: the model worker; remote: a serving engine over HTTP (remote.*)
+    remote: RemoteSettings = REMOTE_DEFAULTS  # url, model, endpoint, apiKeyEnv, ... (lsp/server/remote/config.py)
 
     def worker_key(self) -> tuple:
         """The settings that need a different worker when they change."""
@@ -125,6 +131,8 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "preload": ("preload", _bool),
     "allowDownload": ("allow_download", _bool),
     "cacheSize": ("cache_size", _int(0, 100000)),
+    "backend": ("backend", _choice(BACKENDS)),
+    "remote": ("remote", parse_remote),  # parsed apart: its problems never show values (a key may be pasted there)
 }
 
 DEFAULTS = Settings()
@@ -147,6 +155,10 @@ def parse(raw: Any, base: Settings = DEFAULTS) -> tuple[Settings, list[str]]:
         if key not in _FIELDS:
             problems.append(f"unknown setting {key!r} is ignored (known: {', '.join(_FIELDS)})")
             continue
+        if key == "remote":
+            values["remote"], remote_problems = parse_remote(value, base.remote)
+            problems += remote_problems
+            continue
         name, check = _FIELDS[key]
         try:
             values[name] = check(value)
@@ -168,4 +180,5 @@ def parse(raw: Any, base: Settings = DEFAULTS) -> tuple[Settings, list[str]]:
 
 def describe(settings: Settings) -> dict[str, Any]:
     """The settings as the client would write them (camelCase keys)."""
-    return {key: getattr(settings, name) for key, (name, _) in _FIELDS.items()}
+    return {key: describe_remote(getattr(settings, name)) if key == "remote" else getattr(settings, name)
+            for key, (name, _) in _FIELDS.items()}

@@ -7,17 +7,26 @@ import torch
 import torch.nn.functional as F
 
 
-def route(h, proj, scale, per_expert_scale, top_k: int, eps: float):
-    """Gemma 4 router.
+def router_probs(h, proj, scale, eps: float):
+    """Gemma 4 router's distribution over the experts: softmax(proj (rmsnorm(h) * scale * H^-0.5)).
 
-    h: [M, H] (un-normed residual stream), proj: [E, H], scale: [H], per_expert_scale: [E].
-    Returns (topk_weights [M, K] fp32, topk_ids [M, K] int32).
+    h: [M, H] (un-normed residual stream), proj: [E, H], scale: [H]. Returns [M, E] fp32.
     """
     x = h.float()
     x = x * torch.pow(x.pow(2).mean(-1, keepdim=True) + eps, -0.5)        # RMSNorm, no weight
     x = (x.to(h.dtype) * scale * h.shape[-1] ** -0.5)
     scores = F.linear(x, proj)                                               # [M, E]
-    probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    return torch.softmax(scores, dim=-1, dtype=torch.float32)
+
+
+def route(h, proj, scale, per_expert_scale, top_k: int, eps: float):
+    """Gemma 4 router: the top-k experts of router_probs, their weights renormalised to 1, each
+    multiplied by its expert's scale.
+
+    h: [M, H] (un-normed residual stream), proj: [E, H], scale: [H], per_expert_scale: [E].
+    Returns (topk_weights [M, K] fp32, topk_ids [M, K] int32).
+    """
+    probs = router_probs(h, proj, scale, eps)
     w, ids = torch.topk(probs, k=top_k, dim=-1)                              # [M, K]
     w = w / w.sum(dim=-1, keepdim=True)
     w = w * per_expert_scale[ids].float()

@@ -1,6 +1,6 @@
 """The embedded model's tokenizer: byte-level BPE with the FIM specials at fixed ids."""
-from diffill.model.engine.bpe import SPECIALS, train_tokenizer
-from diffill.model.engine.tokenizer import Tokenizer
+from diffill.model.engine.bpe import train_tokenizer
+from diffill.model.engine.tokenizer import FIM_SPECIALS, Tokenizer
 
 TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i)\n",
          "class Point:\n    def __init__(self, x, y):\n        self.x = x\n"] * 20
@@ -8,7 +8,7 @@ TEXTS = ["def add(a, b):\n    return a + b\n", "for i in range(10):\n    print(i
 
 def test_specials_take_the_first_ids():
     tok = train_tokenizer(TEXTS, vocab_size=400)
-    assert [tok.token_to_id(s) for s in SPECIALS] == list(range(len(SPECIALS)))
+    assert [tok.token_to_id(s) for s in FIM_SPECIALS] == list(range(len(FIM_SPECIALS)))
     assert tok.token_to_id("<pad>") == 0 and tok.token_to_id("<eos>") == 1
 
 

@@ -154,18 +154,6 @@ def test_fill_text_never_holds_control_characters_or_undecodable_bytes(fim_check
         assert text == printable(text)
 
 
-def test_forward_train_gives_gradients_to_every_weight(fim_checkpoint):
-    m = load_model(fim_checkpoint)
-    for p in m.parameters():
-        p.requires_grad_(True)
-    prompt = torch.randint(5, 300, (2, 12))
-    canvas = torch.randint(5, 300, (2, 16))
-    enc, dec = m.forward_train(prompt, canvas, self_cond_logits=torch.randn(2, 16, m.config.vocab_size))
-    (enc.logsumexp(-1).mean() + dec.logsumexp(-1).mean()).backward()
-    missing = [n for n, p in m.named_parameters() if p.grad is None]
-    assert not missing, missing
-
-
 def test_common_prefix_len():
     assert common_prefix_len([1, 2, 3], [1, 2, 4]) == 2
     assert common_prefix_len([], [1]) == 0

@@ -9,7 +9,7 @@ import torch
 from diffill.model.train import loop as T
 from diffill.model.engine.bpe import train_tokenizer
 from diffill.model.engine.checkpoint import load_model
-from diffill.model.train.objective import diffusion_loss, mask_canvas, noise_levels
+from diffill.model.train.objective import Batch, RouterBalance, diffusion_loss, mask_canvas, noise_levels, training_loss
 
 
 def test_noise_levels_are_stratified():
@@ -27,6 +27,23 @@ def test_masking_rate_follows_t_and_never_leaves_a_row_clean():
     for row, t in zip(range(1, 4), (0.25, 0.5, 0.9)):
         assert abs(masked[row].float().mean() - t) < 0.05
     assert (noisy[masked] == 2).all() and (noisy[~masked] == canvas[~masked]).all()
+
+
+def test_the_training_loss_gives_gradients_to_every_weight(fim_checkpoint):
+    m = load_model(fim_checkpoint)
+    for p in m.parameters():
+        p.requires_grad_(True)
+    g = torch.Generator().manual_seed(0)
+    batch = Batch(prompt=torch.randint(5, 300, (2, 12), generator=g), prompt_pad=torch.zeros(2, 12, dtype=torch.bool),
+                  canvas=torch.randint(5, 300, (2, 16), generator=g))
+    balance = RouterBalance(m)
+    loss, parts = training_loss(m, batch, g, m.tokenizer.mask_id, m.tokenizer.pad_id, self_condition=True,
+                                balance=balance)
+    balance.close()
+    loss.backward()
+    assert {"diffusion", "ar", "balance"} <= set(parts)
+    missing = [n for n, p in m.named_parameters() if p.grad is None]
+    assert not missing, missing
 
 
 def test_diffusion_loss_counts_masked_positions_only():
@@ -89,7 +106,7 @@ def test_a_resumed_run_with_a_new_total_records_its_schedule(data, tmp_path):
     assert meta["schedule_changes"] == [{"at_step": 2, "steps": 3}]
 
 
-def test_export_loads_as_a_mask_fim_checkpoint_under_the_size_limits(data, tmp_path):
+def test_export_loads_as_a_mask_fim_checkpoint_with_its_corpus_manifest_under_the_size_limits(data, tmp_path):
     out = tmp_path / "model"
     assert T.train(_args(data, tmp_path / "run", steps=2, export=out)) == 0
     m = load_model(out)
@@ -99,6 +116,8 @@ def test_export_loads_as_a_mask_fim_checkpoint_under_the_size_limits(data, tmp_p
         assert f.stat().st_size < 16_000_000
     info = json.loads((out / "training_info.json").read_text())
     assert info["step"] == 2 and info["params"] == m.num_parameters()
+    manifest = json.loads((out / "corpus_manifest.json").read_text())   # the provenance ships with the model
+    assert manifest["total_files"] == 150 and [p["package"] for p in manifest["packages"]] == ["p0", "p1"]
     from diffill.model.engine.infill import Infiller
     r = Infiller(m).fill("def f(x):\n    return ", "\n", canvas_length=16, max_steps=4)
     assert isinstance(r.text, str) and r.steps <= 4

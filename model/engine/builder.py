@@ -63,32 +63,34 @@ def make_config(text: dict, canvas_length: int = 256, noise: str = "uniform", pr
 
 
 @torch.no_grad()
-def init_random_(model: DiffusionGemma, seed: int = 0, std: float = 0.02) -> DiffusionGemma:
-    """Random weights: normal(0, std) matrices; norms, scalars and router scales near 1 but not equal
-    (so that tests notice a norm or a scale read from the wrong place)."""
-    g = torch.Generator().manual_seed(seed)
-    for name, p in list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers()
-                                                     if "layer_scalar" in n]:
+def init_weights_(model: DiffusionGemma, seed: int = 0, std: float = 0.02, embed_std: float | None = None,
+                  jitter: float = 0.1) -> DiffusionGemma:
+    """Weights drawn in place, on the model's device, from one generator seeded by `seed`.
+
+    Matrices N(0, std) (the embedding N(0, embed_std) when given); vectors (norms, router and
+    expert scales) and the layer scalars 1 + jitter * N(0, 1): near 1 but not equal by default, so
+    that tests notice a norm or a scale read from the wrong place; exactly 1 with jitter=0 (no draw).
+    """
+    g = torch.Generator(device=model.device).manual_seed(seed)
+    tensors = list(model.named_parameters()) + [(n, b) for n, b in model.named_buffers() if "layer_scalar" in n]
+    for name, p in tensors:
         if p.dim() >= 2:
-            v = torch.randn(p.shape, generator=g) * std
+            sd = embed_std if embed_std is not None and name == "embed_tokens.weight" else std
+            p.copy_(torch.randn(p.shape, generator=g, device=p.device).mul_(sd))
+        elif jitter:
+            p.copy_(torch.randn(p.shape, generator=g, device=p.device).mul_(jitter).add_(1.0))
         else:
-            v = 1.0 + 0.1 * torch.randn(p.shape, generator=g)
-        p.copy_(v.to(p.dtype))
+            p.fill_(1.0)
     return model
 
 
-def build_model(config: dict, seed: int = 0, device="cpu", dtype=torch.float32) -> DiffusionGemma:
-    """A random model from a config.json dict, built directly on the device (no file)."""
+def build_model(config: dict, seed: int = 0, device="cpu", dtype=torch.float32, **init) -> DiffusionGemma:
+    """A random model from a config.json dict, built directly on the device (no file); `init` goes to
+    init_weights_."""
     cfg = ModelConfig.from_dict(config)
     with torch.device(device):
         model = DiffusionGemma(cfg)
-    if device == "cpu" or str(device).startswith("cpu"):
-        init_random_(model, seed)
-    else:  # big shapes: draw on the device
-        torch.manual_seed(seed)
-        with torch.no_grad():
-            for name, p in list(model.named_parameters()):
-                p.normal_(0, 0.02) if p.dim() >= 2 else p.fill_(1.0)
+    init_weights_(model, seed, **init)
     return model.to(dtype).eval()
 
 

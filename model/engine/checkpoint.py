@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from diffill.model.engine.config import CheckpointError, GenerationSettings, ModelConfig
 from diffill.model.engine.tokenizer import Tokenizer
-from diffill.model.engine.transformer import DiffusionGemma, Experts
+from diffill.model.engine.transformer import DiffusionGemma, Experts, rope_inv_freq
 
 DECODER, ENCODER = "model.decoder.", "model.encoder.language_model."
 
@@ -142,7 +142,7 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
     missing = []
     for mod_name, mod in model.named_modules():
         for attr, param in list(mod._parameters.items()) + list(mod._buffers.items()):
-            if param is None or (attr in mod._buffers and attr not in mod_name_persistent(mod)):
+            if param is None or attr in mod._non_persistent_buffers_set:  # no bias; RoPE tables: computed below
                 continue
             name = f"{mod_name}.{attr}" if mod_name else attr
             key = next((k for k in checkpoint_keys(name) if k in weights), None)
@@ -174,9 +174,8 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
         if buf.is_meta:
             mod_name, _, attr = name.rpartition(".")
             mod = model.get_submodule(mod_name) if mod_name else model
-            from diffill.model.engine.transformer import rope_inv_freq
             _set(mod, attr, rope_inv_freq(cfg.layers[int(attr.rsplit("_", 1)[1])]).to(device))
-    model.tokenizer = Tokenizer.from_dir(directory, _eos_list(cfg.eos_token_id))
+    model.tokenizer = Tokenizer.from_dir(directory)
     model.generation = GenerationSettings.from_file(directory / "generation_config.json", cfg.eos_token_id)
     model.tokenizer.eos_ids = sorted(set(model.generation.eos_token_id))
     model.path = directory
@@ -184,21 +183,11 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
     return model
 
 
-def mod_name_persistent(mod: nn.Module) -> set[str]:
-    return set(mod._buffers) - set(mod._non_persistent_buffers_set)
-
-
 def _set(mod: nn.Module, attr: str, t: torch.Tensor):
     if attr in mod._parameters:
         mod._parameters[attr] = nn.Parameter(t, requires_grad=False)
     else:
         mod._buffers[attr] = t
-
-
-def _eos_list(eos):
-    if eos is None:
-        return None
-    return list(eos) if isinstance(eos, (list, tuple)) else [int(eos)]
 
 
 def state_for_checkpoint(model: DiffusionGemma) -> dict[str, torch.Tensor]:

@@ -6,7 +6,7 @@ The text stack of DiffusionGemma is described by `ModelConfig`; everything the e
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
@@ -47,9 +47,7 @@ class ModelConfig:
     final_logit_softcapping: float | None = 30.0
     canvas_length: int = 256
     tie_word_embeddings: bool = True
-    pad_token_id: int = 0
     eos_token_id: int | list[int] | None = 1
-    bos_token_id: int | None = 2
     noise: str = "uniform"  # "uniform" (DiffusionGemma) | "mask" (absorbing, trained by this project)
     prompt_format: str | None = None  # "fim" | "chat" | "clamped"; None: decided from the tokenizer
     raw: dict = field(default_factory=dict, repr=False)  # the config.json this came from
@@ -117,9 +115,7 @@ class ModelConfig:
                 final_logit_softcapping=None if softcap is None else float(softcap),
                 canvas_length=int(cfg.get("canvas_length", 256)),
                 tie_word_embeddings=bool(cfg.get("tie_word_embeddings", t.get("tie_word_embeddings", True))),
-                pad_token_id=int(t.get("pad_token_id", 0) or 0),
                 eos_token_id=t.get("eos_token_id", 1),
-                bos_token_id=t.get("bos_token_id", 2),
                 noise=str(cfg.get("diffill_noise", "uniform")),
                 prompt_format=cfg.get("diffill_prompt_format"),
                 raw=cfg,
@@ -181,6 +177,3 @@ class GenerationSettings:
             e = g["eos_token_id"]
             s.eos_token_id = list(e) if isinstance(e, list) else [int(e)]
         return s
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from diffill.lsp.wire.prompt_format import cut_at_stops
 from diffill.model.engine.prompt import build_prompt, default_format
 from diffill.model.engine.sampler import sample
 
@@ -101,11 +102,7 @@ class Infiller:
         tokens = r.tokens[0]
         if prompt.middle_len is not None:
             tokens = tokens[: prompt.middle_len]
-        text = "" if r.cancelled else printable(m.tokenizer.decode(tokens))
-        for stop in prompt.stop_texts:
-            cut = text.find(stop)
-            if cut >= 0:
-                text = text[:cut]
+        text = "" if r.cancelled else cut_at_stops(printable(m.tokenizer.decode(tokens)), prompt.stop_texts)
         return FillResult(text=text, tokens=tokens, steps=r.steps, ms=(time.perf_counter() - t0) * 1000,
                           cancelled=r.cancelled, reused_tokens=reused, encoded_tokens=encoded,
                           canvas_length=c, prompt_format=self.format)

@@ -19,9 +19,6 @@ class KVCache:
     def length(self) -> int:
         return 0 if self.pad is None else self.pad.shape[1]
 
-    def __len__(self) -> int:
-        return self.length
-
     @property
     def batch_size(self) -> int:
         return 0 if self.pad is None else self.pad.shape[0]
@@ -56,6 +53,3 @@ class KVCache:
         c.v = [None if t is None else t.clone() for t in self.v]
         c.pad = None if self.pad is None else self.pad.clone()
         return c
-
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v if t is not None)

@@ -15,8 +15,6 @@ from diffill.model.engine.sampler import Clamp
 from diffill.model.engine.tokenizer import Tokenizer
 
 FORMATS = ("fim", "chat", "clamped")
-CURSOR = prompt_format.CURSOR
-LEAD_LINES = prompt_format.LEAD_LINES
 
 
 @dataclass
@@ -64,8 +62,3 @@ def build_prompt(tok: Tokenizer, fmt: str, prefix: str, suffix: str, canvas_leng
         return Prompt(bos + tok.encode(prefix), clamp=clamp, middle_len=middle)
     raise ValueError(f"unknown prompt format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
-
-def lines_tail(text: str, n: int) -> str:
-    """The last n lines of text (the last one possibly partial)."""
-    parts = text.split("\n")
-    return "\n".join(parts[-n:])

@@ -116,9 +116,8 @@ def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report
         new_argmax = proc.argmax(-1)
         ent = _entropy(proc, probs)
         accept = entropy_bound_accept(ent, settings.entropy_bound)
-        accepted = torch.where(accept, sample, canvas)
         noise = torch.randint(0, v, (b, c), device=dev, generator=gen)
-        new_canvas = torch.where(accept, accepted, noise)
+        new_canvas = torch.where(accept, sample, noise)
         if finished.any():  # rows that stopped keep their state
             new_argmax = torch.where(finished[:, None], argmax, new_argmax)
             new_canvas = torch.where(finished[:, None], canvas, new_canvas)

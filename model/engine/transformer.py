@@ -177,6 +177,16 @@ class SelfConditioning(nn.Module):
         return self.post_norm(embeds + self.down_proj(gelu_tanh(self.gate_proj(n)) * self.up_proj(n)))
 
 
+def softcapped_logits(h, weight, cap: float | None):
+    """The LM head: h [.., H] @ weight [V, H]^T -> fp32 logits [.., V], soft-capped tanh(z / cap) * cap."""
+    logits = F.linear(h, weight).float()
+    if cap is None:
+        return logits
+    if logits.requires_grad:  # training: autograd needs tanh's output intact
+        return torch.tanh(logits / cap) * cap
+    return logits.div_(cap).tanh_().mul_(cap)  # inference: in place, [B, C, V] is large
+
+
 def _additive(allowed: torch.Tensor, dtype) -> torch.Tensor:
     """bool mask -> additive mask (finite minimum, so fully masked padding rows stay finite)."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
@@ -210,16 +220,14 @@ class DiffusionGemma(nn.Module):
         w = self.embed_tokens.weight
         return F.embedding(ids, w) * torch.tensor(self.config.hidden_size ** 0.5, dtype=w.dtype)
 
+    @property
+    def output_embedding(self) -> torch.Tensor:
+        """[V, H]: the tied embedding, or lm_head's own weight when the checkpoint unties them."""
+        return self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+
     def head(self, h):
         """Final hidden [.., H] -> fp32 soft-capped logits [.., V]."""
-        w = self.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        logits = F.linear(h, w).float()
-        cap = self.config.final_logit_softcapping
-        if cap is None:
-            return logits
-        if logits.requires_grad:  # training: autograd needs tanh's output intact
-            return torch.tanh(logits / cap) * cap
-        return logits.div_(cap).tanh_().mul_(cap)  # inference: in place, [B, C, V] is large
+        return softcapped_logits(h, self.output_embedding, self.config.final_logit_softcapping)
 
     def _rope(self, positions, dtype):
         tables, out = {}, []
@@ -316,15 +324,6 @@ class DiffusionGemma(nn.Module):
             x = layer(x, attn_out, encoder=False)
         return self.norm(x)
 
-    # -- training ----------------------------------------------------------------------------------
-    def forward_train(self, prompt_ids, canvas_ids, self_cond_logits=None, prompt_mask=None):
-        """Both modes with gradients: (encoder logits [B, P, V], canvas logits [B, C, V]).
-
-        prompt_mask [B, P]: True at padding (left padding keeps the canvas adjacent to the prompt).
-        """
-        cache, hidden = self.encode(prompt_ids, pad_mask=prompt_mask, return_hidden=True)
-        return self.head(hidden), self.denoise(canvas_ids, cache, self_cond_logits)
-
     def num_parameters(self) -> int:
         n = 0
         for mod in self.modules():
@@ -334,10 +333,3 @@ class DiffusionGemma(nn.Module):
                 n += math.prod(mod.gate_up_proj.shape) + math.prod(mod.down_proj.shape)
         return n
 
-
-def _save_pretrained(self, out_dir, max_shard_bytes=None, dtype=None):
-    from diffill.model.engine.checkpoint import save_checkpoint
-    return save_checkpoint(self, out_dir, max_shard_bytes=max_shard_bytes, dtype=dtype)
-
-
-DiffusionGemma.save_pretrained = _save_pretrained

@@ -21,7 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
+
+from diffill.model.engine.transformer import softcapped_logits
 
 DEFAULT_CHUNK = 16384
 
@@ -45,10 +46,7 @@ def gumbel_chunks(n: int, v: int, chunk: int, generator=None, device=None):
 
 def processed_logits(hidden, weight, softcap, temperature):
     """The reference: fp32 [N, V] z = softcap(hidden @ E^T) / temperature (temperature a float or [N, 1])."""
-    z = F.linear(hidden, weight).float()
-    if softcap is not None:
-        z = torch.tanh(z / softcap) * softcap
-    return z / temperature
+    return softcapped_logits(hidden, weight, softcap) / temperature
 
 
 def fused_head(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None, temperature,

@@ -57,7 +57,6 @@ def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | N
         raise ValueError(f"draw must be 'multinomial' or 'gumbel' ('gumbel' when fused), got {draw!r}")
     b, c = step.canvas.shape
     v, dev = model.config.vocab_size, model.device
-    weight = model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight
     canvas = torch.randint(0, v, (b, c), device=dev, generator=generator)
     argmax = canvas
     soft = prev_probs = prev_ent = None
@@ -68,8 +67,8 @@ def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | N
         temp = linear_temperature(settings, n, max_steps)
         if fused:
             hidden = step.run(canvas, soft)
-            st = fused_head(hidden.view(b * c, -1), weight, model.config.final_logit_softcapping, temp,
-                            noise=gumbel_chunks(b * c, v, chunk, generator, dev), chunk=chunk)
+            st = fused_head(hidden.view(b * c, -1), model.output_embedding, model.config.final_logit_softcapping,
+                            temp, noise=gumbel_chunks(b * c, v, chunk, generator, dev), chunk=chunk)
             sample, new_argmax, ent = st.sample.view(b, c), st.argmax.view(b, c), st.entropy.view(b, c)
             sc = st.soft.view(b, c, -1)                                   # next step's self-conditioning
         else:

@@ -11,10 +11,9 @@ and near duplicates (MinHash over word 5-grams, Jaccard >= 0.8); the first copy 
 sources are visited in a fixed order (stdlib, then distributions by name), so the result is
 reproducible. Decontamination against the evaluation data is `overlap.py`'s job.
 
-    python -m diffill.model.train.corpus collect --out .cache/corpus     # writes files.jsonl and stats
-    python -m diffill.model.train.corpus manifest --corpus .cache/corpus/clean.jsonl --tokenizer .cache/tokenizer.json
+`diffill train` builds the corpus when it is missing (`build`) and writes the provenance manifest
+(`write_manifest`) beside the model it exports.
 """
-import argparse
 import ast
 import hashlib
 import importlib.metadata
@@ -162,8 +161,6 @@ def exact_key(text: str) -> bytes:
 class NearDuplicates:
     """MinHash (num_perm hashes of word 5-grams) with banded LSH; `seen(text)` is True for a near copy."""
 
-    PRIME = np.uint64((1 << 61) - 1)
-
     def __init__(self, num_perm: int = 64, bands: int = 16, threshold: float = 0.8, seed: int = 0):
         rng = np.random.default_rng(seed)
         self.a = rng.integers(1, 1 << 31, num_perm, dtype=np.uint64)
@@ -259,28 +256,3 @@ def write_manifest(corpus_jsonl: Path, tokenizer_file: Path, out: Path) -> dict:
     out.write_text(json.dumps(m, indent=1) + "\n")
     return m
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    collect = sub.add_parser("collect", help="collect, filter and deduplicate into OUT/files.jsonl")
-    collect.add_argument("--out", type=Path, default=Path(".cache/corpus"))
-    collect.add_argument("--no-stdlib", action="store_true")
-    collect.add_argument("--no-packages", action="store_true")
-    man = sub.add_parser("manifest", help="write the provenance manifest of a (decontaminated) corpus")
-    man.add_argument("--corpus", type=Path, default=Path(".cache/corpus/clean.jsonl"))
-    man.add_argument("--tokenizer", type=Path, default=Path(".cache/tokenizer.json"))
-    man.add_argument("--out", type=Path, default=Path("model/embedded/corpus_manifest.json"))
-    args = parser.parse_args(argv)
-    if args.command == "manifest":
-        m = write_manifest(args.corpus, args.tokenizer, args.out)
-        print(f"{args.out}: {len(m['packages'])} packages, {m['total_files']} files, {m['total_tokens']} tokens")
-        return 0
-    stats = build(args.out, not args.no_stdlib, not args.no_packages)
-    print(json.dumps({k: v for k, v in stats.items() if k != "skipped_distributions"}))
-    print("skipped (license):", ", ".join(f"{d['package']} ({d['license']})" for d in stats["skipped_distributions"]))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -22,10 +22,11 @@ from pathlib import Path
 import tree_sitter_python
 from tree_sitter import Language, Parser
 
+from diffill.model.engine.tokenizer import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SPECIALS, FIM_SUFFIX, MASK, PAD
+
 KINDS = {"rest_of_line": 0.25, "lines": 0.25, "block": 0.15, "node": 0.17, "chars": 0.15, "empty": 0.03}
 CANVAS_LENGTHS = (32, 48, 64, 96, 128, 192, 256)
 WINDOW_CHARS = 6000           # text around the hole that is parsed and tokenised
-SPECIALS = ("<pad>", "<eos>", "<mask>", "<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>")
 
 _PARSER = Parser(Language(tree_sitter_python.language()))
 
@@ -187,12 +188,12 @@ class FimExamples:
 
     def __init__(self, tokenizer, prefix_tokens: int = 256, suffix_tokens: int = 128):
         self.tok = tokenizer
-        ids = {name: tokenizer.token_to_id(name) for name in SPECIALS}
+        ids = {name: tokenizer.token_to_id(name) for name in FIM_SPECIALS}
         missing = [name for name, i in ids.items() if i is None]
         if missing:
             raise ValueError(f"tokenizer lacks the special tokens {missing}")
-        self.pad, self.eos, self.mask = ids["<pad>"], ids["<eos>"], ids["<mask>"]
-        self.fim_prefix, self.fim_suffix, self.fim_middle = ids["<|fim_prefix|>"], ids["<|fim_suffix|>"], ids["<|fim_middle|>"]
+        self.pad, self.eos, self.mask = ids[PAD], ids[EOS], ids[MASK]
+        self.fim_prefix, self.fim_suffix, self.fim_middle = ids[FIM_PREFIX], ids[FIM_SUFFIX], ids[FIM_MIDDLE]
         self.prefix_tokens, self.suffix_tokens = prefix_tokens, suffix_tokens
 
     def encode(self, text: str) -> list[int]:

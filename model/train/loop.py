@@ -4,18 +4,20 @@
         --run runs/small --steps 20000 --export model/embedded
 
 Missing inputs are built first: the corpus (`corpus.py`: collect, deduplicate; `overlap.py`: drop
-files that share a 13-gram with --evaldata) and the tokenizer (`bpe.py`).
+files that share a 13-gram with --evaldata, reported in decontamination.json beside the corpus) and
+the tokenizer (`bpe.py`). --export writes the checkpoint with its provenance: training_info.json,
+corpus_manifest.json (package, version, license, files and tokens of the corpus) and the
+decontamination report.
 
 Everything random in step n (which files, which holes, canvas length, noise) is drawn from
 generators seeded by (seed, n), so a run is a function of its seed and resuming needs only the
 weights, the optimizer state and the step, which are saved (safetensors + JSON) every --save-every
 steps and on Ctrl-C. Run the same command again to resume.
 """
-import argparse
 import json
-import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from diffill.model.engine.builder import build_model, make_config
 from diffill.model.engine.checkpoint import save_checkpoint
 from diffill.model.engine.config import GenerationSettings
+from diffill.model.train.corpus import write_manifest
 from diffill.model.train.fim_data import CANVAS_LENGTHS, FimExamples, collate, load_texts
 from diffill.model.train.objective import Batch, RouterBalance, training_loss
 from diffill.model.engine.tokenizer import Tokenizer
@@ -127,28 +130,17 @@ def load_state(run: Path, model, opt) -> dict:
 
 
 @torch.no_grad()
-def init_weights_(model, layers: int, seed: int, std: float = 0.02):
-    """Initial weights for training from scratch.
+def scale_for_training_(model, layers: int):
+    """The norms of a model about to be trained from scratch (init_weights_ gives the rest: matrices
+    N(0, 0.02), the embedding N(0, 1/sqrt(H)) so that, scaled by sqrt(H), tokens enter at unit RMS,
+    norms 1).
 
-    Matrices N(0, std); the embedding N(0, 1/sqrt(H)) so that, scaled by sqrt(H), tokens enter at unit
-    RMS; norms 1, except the post-attention and post-feed-forward norms, which start at 1/sqrt(2 * layers):
-    every branch output is RMS-normalised before it joins the residual, so these weights (not the
-    output projections) set how loud a block is, and starting them low keeps the residual close to
-    the token embeddings at first. q and k norms start at D^-1/4: the attention scaling is 1.0 (no
-    1/sqrt(D)), so this gives q.k unit variance at first instead of one-hot softmaxes.
+    The post-attention and post-feed-forward norms start at 1/sqrt(2 * layers): every branch output
+    is RMS-normalised before it joins the residual, so these weights (not the output projections)
+    set how loud a block is, and starting them low keeps the residual close to the token embeddings
+    at first. q and k norms start at D^-1/4: the attention scaling is 1.0 (no 1/sqrt(D)), so this
+    gives q.k unit variance at first instead of one-hot softmaxes.
     """
-    g = torch.Generator().manual_seed(seed)
-    hidden = model.config.hidden_size
-    for name, p in model.named_parameters():
-        if name == "embed_tokens.weight":
-            p.copy_(torch.randn(p.shape, generator=g) * hidden ** -0.5)
-        elif p.dim() >= 2:
-            p.copy_(torch.randn(p.shape, generator=g) * std)
-        else:
-            p.fill_(1.0)
-    for name, b in model.named_buffers():
-        if "layer_scalar" in name:
-            b.fill_(1.0)
     for layer in model.layers:
         d = layer.self_attn.spec.head_dim
         layer.self_attn.q_norm.weight.fill_(d ** -0.25)
@@ -164,22 +156,33 @@ def new_model(size: str, tokenizer_file: Path, seed: int, canvas_length: int = 2
     tok = Tokenizer(hf)
     text.update(pad_token_id=tok.pad_id, eos_token_id=tok.eos_ids[0], bos_token_id=None)
     config = make_config(text, canvas_length=canvas_length, noise="mask", prompt_format="fim")
-    model = build_model(config, seed=seed)
-    init_weights_(model, text["num_hidden_layers"], seed)
+    model = build_model(config, seed=seed, embed_std=text["hidden_size"] ** -0.5, jitter=0.0)
+    scale_for_training_(model, text["num_hidden_layers"])
     model.tokenizer = tok
     model.generation = GenerationSettings(eos_token_id=tok.eos_ids, max_denoising_steps=32)
     return model
 
 
-def export(model, out: Path, meta: dict, dtype=torch.bfloat16, max_shard_bytes: int = 15_000_000) -> Path:
-    """The HF-layout checkpoint (bf16, shards under 16 MB) plus training_info.json. config.json gets
+def export(model, out: Path, meta: dict, corpus: Path, tokenizer_file: Path, dtype=torch.bfloat16,
+           max_shard_bytes: int = 15_000_000) -> Path:
+    """The HF-layout checkpoint (bf16, shards under 16 MB) plus training_info.json, the corpus
+    manifest and, when the corpus was built here, its decontamination report. config.json gets
     `diffill_context_tokens`: the prefix + suffix budget the model was trained with, and
     `diffill_languages`: the corpus is Python source only."""
     model.config.raw["diffill_context_tokens"] = meta["prefix_tokens"] + meta["suffix_tokens"]
     model.config.raw["diffill_languages"] = ["python"]
     save_checkpoint(model, out, max_shard_bytes=max_shard_bytes, dtype=dtype)
     (out / "training_info.json").write_text(json.dumps(meta, indent=1) + "\n")
+    write_manifest(corpus, tokenizer_file, out / "corpus_manifest.json")
+    report = decontamination_report(corpus)
+    if report.is_file():
+        shutil.copyfile(report, out / report.name)
     return out
+
+
+def decontamination_report(corpus: Path) -> Path:
+    """Where `prepare` writes the report of the corpus it decontaminated."""
+    return corpus.parent / "decontamination.json"
 
 
 # ---------------------------------------------------------------- inputs
@@ -196,6 +199,7 @@ def prepare(args) -> None:
         print(f"collecting the corpus into {raw}", file=sys.stderr)
         corpus_mod.build(raw.parent)
         report = check(raw, args.evaldata, args.corpus)
+        decontamination_report(args.corpus).write_text(json.dumps(report, indent=1) + "\n")
         print(f"decontamination: dropped {report['corpus_files_dropped']} of {report['corpus_files']} files",
               file=sys.stderr)
     if not args.tokenizer.is_file():
@@ -320,6 +324,6 @@ def train(args) -> int:
     if args.export is not None:
         info = {k: v for k, v in meta.items() if k != "history"}
         info.update(step=step, final=step >= args.steps)
-        export(model.eval(), args.export, info)
+        export(model.eval(), args.export, info, args.corpus, args.tokenizer)
         print(f"exported to {args.export}", file=sys.stderr)
     return 0

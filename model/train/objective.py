@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from diffill.kernels.moe_reference import router_probs
+
 
 @dataclass
 class Batch:
@@ -89,10 +91,8 @@ class RouterBalance:
         terms = []
         for i, h in self.routed:
             layer = self.model.layers[i]
-            x = h.reshape(-1, h.shape[-1]).float()
-            x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + layer.eps)
-            x = x * layer.router.scale * x.shape[-1] ** -0.5
-            probs = torch.softmax(F.linear(x, layer.router.proj.weight), dim=-1)      # [M, E]
+            probs = router_probs(h.reshape(-1, h.shape[-1]).float(), layer.router.proj.weight,
+                                 layer.router.scale, layer.eps)                   # [M, E]
             e = probs.shape[-1]
             top = probs.topk(layer.top_k, dim=-1).indices
             f = torch.zeros(e, device=probs.device).index_add_(0, top.flatten(), torch.ones(top.numel(), device=probs.device))
@@ -104,15 +104,6 @@ class RouterBalance:
     def close(self):
         for h in self.handles:
             h.remove()
-
-
-def logits_of(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The model's head (tied embedding, fp32, soft-capped) without in-place ops, so autograd can
-    differentiate it. hidden [.., H] -> logits [.., V]."""
-    w = model.embed_tokens.weight if model.lm_head is None else model.lm_head.weight
-    logits = F.linear(hidden, w).float()
-    cap = model.config.final_logit_softcapping
-    return logits if cap is None else torch.tanh(logits / cap) * cap
 
 
 def training_loss(model, batch: Batch, generator: torch.Generator, mask_id: int, pad_id: int,
@@ -133,12 +124,12 @@ def training_loss(model, batch: Batch, generator: torch.Generator, mask_id: int,
             sc /= 0.4 + 0.4 * float(torch.rand(1, generator=generator))
         if balance is not None:
             balance.routed = [r for r in balance.routed if r[1].requires_grad]
-    logits = logits_of(model, model.decode_hidden(noisy, cache, sc))
+    logits = model.head(model.decode_hidden(noisy, cache, sc))
     loss_diff = diffusion_loss(logits, canvas, masked, pad_id, pad_weight)
     loss = loss_diff
     parts = {"diffusion": loss_diff.item()}
     if ar_weight > 0:
-        loss_ar = autoregressive_loss(logits_of(model, hidden), prompt, pad)
+        loss_ar = autoregressive_loss(model.head(hidden), prompt, pad)
         loss = loss + ar_weight * loss_ar
         parts["ar"] = loss_ar.item()
     if balance is not None:

@@ -4,14 +4,10 @@ An evaluation document is a whole program as the benchmark sees it (prefix + mid
 the runnable program with the reference filled in). Text is split into whitespace-separated words
 and every run of N words (N = 13 by default, as in the GPT-3 contamination study) is hashed.
 A corpus file that shares any N-gram with any evaluation document is contaminated and dropped.
-
-    python -m diffill.model.train.overlap --corpus .cache/corpus/files.jsonl --evaldata ../shared/evaldata \
-        --out .cache/corpus/clean.jsonl --report model/embedded/overlap.json
+`diffill train` runs `check` when it builds the corpus and ships the report with the model.
 """
-import argparse
 import gzip
 import json
-import sys
 import zlib
 from pathlib import Path
 
@@ -123,23 +119,3 @@ def check(corpus_jsonl: Path, evaldata: Path, out_jsonl: Path | None = None, n: 
         "dropped": dropped,
     }
 
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", type=Path, default=Path(".cache/corpus/files.jsonl"))
-    parser.add_argument("--evaldata", type=Path, default=Path("../shared/evaldata"))
-    parser.add_argument("--out", type=Path, default=Path(".cache/corpus/clean.jsonl"))
-    parser.add_argument("--report", type=Path, default=None)
-    parser.add_argument("-n", type=int, default=13)
-    args = parser.parse_args(argv)
-    report = check(args.corpus, args.evaldata, args.out, args.n)
-    summary = {k: v for k, v in report.items() if k != "dropped"}
-    print(json.dumps(summary, indent=1))
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(json.dumps(report, indent=1) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

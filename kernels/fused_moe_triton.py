@@ -21,11 +21,13 @@ Programs run with the M blocks fastest, so the blocks of one expert read a weigh
 is still in L2.
 
 The launcher picks a config (block sizes, warps, stages) from the table for (E, H, I, device,
-weight format) by the nearest token count (configs/*.json, written by tune.py); the kernels have
-no policy.
+weight format) by the nearest token count; the kernels have no policy. Tables are measurements:
+tune.py writes one on the GPU it tunes for, into configs/ (or $DIFFILL_MOE_CONFIG_DIR). Without a
+table for the device the launcher uses default_config and logs once that it does.
 """
 import functools
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -38,6 +40,7 @@ from .quant import QuantWeight
 
 PLAIN, FP8, INT4 = 0, 1, 2
 CONFIG_DIR = Path(__file__).parent / "configs"
+logger = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------------- kernels
@@ -179,10 +182,13 @@ def config_file_name(E: int, H: int, I: int, device: str, fmt: str) -> str:
 
 @functools.lru_cache(maxsize=None)
 def load_config_table(E: int, H: int, I: int, device: str, fmt: str):
-    """{M: config} from configs/ (or $DIFFILL_MOE_CONFIG_DIR), or None when there is no file."""
+    """{M: config} from configs/ (or $DIFFILL_MOE_CONFIG_DIR), or None when there is no file (said
+    once per table: the result is cached)."""
     folder = Path(os.environ.get("DIFFILL_MOE_CONFIG_DIR", CONFIG_DIR))
     path = folder / config_file_name(E, H, I, device, fmt)
     if not path.is_file():
+        logger.warning("Using default MoE config. Performance might be sub-optimal! Config file not found at %s "
+                       "(python -m diffill.kernels.tune writes it on this GPU)", path)
         return None
     table = json.loads(path.read_text())
     return {int(m): cfg for m, cfg in table.items() if not m.startswith("_")}

@@ -7,7 +7,8 @@ For each weight format and token count M, with random weights and uniformly rand
 routing, every BLOCK_M of the space is tried; for each, GEMM 1 and GEMM 2 are timed separately
 over their own (BLOCK_N, BLOCK_K, num_warps, num_stages) grid, and the BLOCK_M with the smallest
 sum of the two best times wins. Configs that do not compile or run (shared memory) are skipped.
-The table is written to configs/E=..,H=..,I=..,device=..,dtype=...json with a "_meta" entry
+The table is written to kernels/configs/E=..,H=..,I=..,device=..,dtype=...json (or into
+$DIFFILL_MOE_CONFIG_DIR, where the launcher then reads it) with a "_meta" entry
 (device, date, versions, command). Runs on CUDA; on a CPU it can only exercise itself in the
 Triton interpreter at toy shapes (--device cpu), where the timings mean nothing.
 """
@@ -160,7 +161,7 @@ def tune(formats, batch_sizes, E, H, I, top_k, space_name, device, out_dir, log=
             table[str(M)] = config
             log(f"{name} {fmt} M={M}: {ms:.4f} ms with {config}")
         table["_meta"] = {
-            "tuned": True, "device": name, "date": datetime.date.today().isoformat(),
+            "device": name, "date": datetime.date.today().isoformat(),
             "torch": torch.__version__, "triton": _triton_version(), "python": platform.python_version(),
             "space": space_name, "routing": "uniform random top-k",
             "command": "python -m diffill.kernels.tune " + " ".join(sys.argv[1:]),
@@ -189,7 +190,7 @@ def main(argv=None) -> int:
     p.add_argument("--top-k", type=int, default=8)
     p.add_argument("--space", choices=sorted(SPACES), default="full")
     p.add_argument("--device", default="cuda", help="cuda, or cpu for a toy run in the Triton interpreter")
-    p.add_argument("--out", default=str(Path(__file__).parent / "configs"), help="folder for the JSON tables")
+    p.add_argument("--out", default=None, help="folder for the JSON tables (default: where the launcher reads them)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         print("tune: no CUDA device; tuning needs the GPU it tunes for (or --device cpu for a toy run)",
@@ -197,8 +198,9 @@ def main(argv=None) -> int:
         return 2
     if args.device == "cpu":
         os.environ.setdefault("TRITON_INTERPRET", "1")
+    from .fused_moe_triton import CONFIG_DIR
     tune(args.dtype, args.batch_sizes, args.experts, args.hidden, args.intermediate, args.top_k, args.space,
-         args.device, args.out)
+         args.device, args.out or os.environ.get("DIFFILL_MOE_CONFIG_DIR", CONFIG_DIR))
     return 0
 
 

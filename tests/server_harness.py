@@ -199,11 +199,37 @@ def tiny_model(tmp_path_factory) -> str:
 
 
 def daemon_pid(socket_path: str) -> int | None:
+    """The pid in the lock of the worker serving `socket_path` (the lock is in the runtime folder)."""
+    from diffill.lsp.wire import sockets
     try:
-        with open(socket_path + ".lock") as f:
-            return int(f.read().strip() or 0) or None
+        with open(sockets.lock_path(socket_path)) as f:
+            return int(f.readline().strip() or 0) or None
     except (OSError, ValueError):
         return None
+
+
+def daemons_under(folder: str) -> list[str]:
+    """Socket paths under `folder` that a worker's lock names (alive or not)."""
+    from diffill.lsp.wire import sockets
+    found = []
+    runtime = sockets.runtime_dir()
+    try:
+        names = os.listdir(runtime)
+    except OSError:
+        return found
+    prefix = os.path.join(os.path.abspath(folder), "")
+    for name in names:
+        if not name.endswith(".lock"):
+            continue
+        try:
+            with open(os.path.join(runtime, name)) as f:
+                f.readline()
+                path = f.readline().strip()
+        except OSError:
+            continue
+        if path.startswith(prefix):
+            found.append(path)
+    return found
 
 
 def stop_daemon(socket_path: str, timeout: float = 10.0) -> None:
@@ -228,9 +254,10 @@ def socket_dir():
     d = tempfile.mkdtemp(prefix="dft-", dir="/tmp")
     os.chmod(d, 0o700)
     yield d
-    for name in os.listdir(d):
-        if name.endswith(".lock"):
-            stop_daemon(os.path.join(d, name[: -len(".lock")]))
+    for path in daemons_under(d):
+        stop_daemon(path)
+        with contextlib.suppress(OSError):
+            os.unlink(_lock_of(path))
     shutil.rmtree(d, ignore_errors=True)
 
 
@@ -242,4 +269,13 @@ def shared_worker(tmp_path_factory):
     path = os.path.join(d, "w.sock")
     yield path
     stop_daemon(path)
+    with contextlib.suppress(OSError):
+        os.unlink(_lock_of(path))
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _lock_of(socket_path: str) -> str:
+    from diffill.lsp.wire import sockets
+    with contextlib.suppress(OSError):
+        os.unlink(sockets.log_path(socket_path))
+    return sockets.lock_path(socket_path)

@@ -24,10 +24,12 @@ from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol, lsp_method
 
+from diffill.lsp.pipeline.windows import ContextWindows
 from diffill.lsp.server import positions
 from diffill.lsp.server import settings as settings_mod
 from diffill.lsp.server.completer import Completer, Completion
 from diffill.lsp.server.documents import DocumentStore
+from diffill.lsp.server.remote.client import RemoteFill
 from diffill.lsp.server.worker_client import WorkerClient, WorkerError, socket_path_for, worker_command
 
 VERSION = "0.1.0"
@@ -73,6 +75,7 @@ class DiffillServer(LanguageServer):
         self.documents = DocumentStore()
         self.worker = WorkerClient(self.settings, self._on_worker_status, self._on_worker_progress)
         self.completer = Completer(self.settings, self.worker.fill, self._on_refusal)
+        self.remote: RemoteFill | None = None  # the fill when settings.backend is "remote" (no worker then)
         self.progress_token: str | None = None
         self.progress_state: dict = {}
         self.shown_error: str | None = None
@@ -88,21 +91,44 @@ class DiffillServer(LanguageServer):
         if problems:
             self.window_show_message(types.ShowMessageParams(
                 types.MessageType.Warning, "diffill: " + "; ".join(problems)))
-        restart = new.worker_key() != self.settings.worker_key()
+        old, restart = self.settings, new.worker_key() != self.settings.worker_key()
         self.settings = new
         self.completer.configure(new)
-        if restart and not initial:
+        switched = self._use_backend(old, new, initial)
+        if not initial and (switched or (restart and new.backend == "local")):
             asyncio.ensure_future(self._restart_worker())
 
+    def _use_backend(self, old, new, initial: bool) -> bool:
+        """Put the worker's fill or a remote server's behind the completer; True when it changed."""
+        if new.backend == "remote":
+            if self.remote is not None and old.backend == "remote" and old.remote == new.remote:
+                return False
+            if self.remote is not None:
+                asyncio.ensure_future(self.remote.close())
+            elif not initial:
+                asyncio.ensure_future(self.worker.close())
+            self.remote = RemoteFill(new.remote, self._on_worker_status)
+            self.completer.fill = self.remote.fill
+            self.completer.windows = ContextWindows(self.remote.counter)
+            return True
+        if self.remote is None:
+            return False
+        asyncio.ensure_future(self.remote.close())
+        self.remote = None
+        self.completer.fill = self.worker.fill
+        self.completer.windows = ContextWindows()
+        return True
+
     async def _restart_worker(self) -> None:
-        await self.worker.restart(self.settings)
+        if self.settings.backend == "local":
+            await self.worker.restart(self.settings)
         if self.settings.preload:
             await self.start_worker()
 
     async def start_worker(self) -> None:
         try:
-            await self.worker.start()
-        except WorkerError:
+            await (self.remote.start() if self.remote is not None else self.worker.start())
+        except WorkerError:  # RemoteError is one
             pass  # the status (and one message) already told the user
 
     # -- status and progress --
@@ -200,6 +226,8 @@ async def initialized(ls: DiffillServer, params: types.InitializedParams) -> Non
 
 @server.feature(types.SHUTDOWN)
 async def shutdown(ls: DiffillServer, params) -> None:
+    if ls.remote is not None:
+        await ls.remote.close()
     await ls.worker.close()
 
 
@@ -281,4 +309,5 @@ def stats(ls: DiffillServer, params) -> dict:
             "last_server_ms": s.last_server_ms, "last_source": s.last_source, "last_fill_ms": s.last_fill_ms,
             "recent_server_ms": s.recent_server_ms, "inflight": len(ls.completer.inflight),
             "cache_entries": len(ls.completer.cache), "documents": len(ls.documents),
-            "worker": {**ls.worker.stats, "status": ls.worker.status, "pending": len(ls.worker._pending)}}
+            "worker": {**ls.worker.stats, "status": ls.worker.status, "pending": len(ls.worker._pending)},
+            "remote": {**ls.remote.stats, "status": ls.remote.status} if ls.remote is not None else None}

@@ -8,6 +8,7 @@ A value that is missing takes its default; a value that is invalid also takes it
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,9 @@ class Settings:
     worker_mode: str = "shared"         # shared: per-user daemon over a socket; private: a child process
     worker_socket: str | None = None    # socket path of the shared worker; None: the per-user default
     worker_idle_timeout_s: int = 900    # a shared worker exits after this long without requests
+    fill_timeout_ms: int = 30000        # a fill not answered by then gives no completion
+    worker_timeout_ms: int = 10000      # a worker silent this long while asked (or stuck in a cancelled
+                                        # fill) is hung: it is killed and started again
     preload: bool = True                # start the worker (and load the model) at initialize
     allow_download: bool = False        # let the worker fetch a hub id that is not cached locally
     cache_size: int = 256               # completions remembered for typing-through
@@ -56,7 +60,9 @@ class Settings:
 
 def _int(lo: int, hi: int):
     def check(v: Any):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v or not lo <= v <= hi:
+        # inf, nan and 1e400 (json reads it as inf) are refused before int() could overflow
+        if (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not lo <= v <= hi
+                or int(v) != v):
             raise ValueError(f"an integer from {lo} to {hi}")
         return int(v)
     return check
@@ -69,7 +75,7 @@ def _optional(check):
 
 
 def _share(v: Any):
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not 0.0 <= v <= 1.0:
         raise ValueError("a number from 0 to 1")
     return float(v)
 
@@ -128,6 +134,8 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "workerMode": ("worker_mode", _choice(WORKER_MODES)),
     "workerSocket": ("worker_socket", _optional(_text)),
     "workerIdleTimeout": ("worker_idle_timeout_s", _int(10, 7 * 24 * 3600)),
+    "fillTimeoutMs": ("fill_timeout_ms", _int(100, 600_000)),
+    "workerTimeoutMs": ("worker_timeout_ms", _int(200, 600_000)),
     "preload": ("preload", _bool),
     "allowDownload": ("allow_download", _bool),
     "cacheSize": ("cache_size", _int(0, 100000)),
@@ -162,9 +170,10 @@ def parse(raw: Any, base: Settings = DEFAULTS) -> tuple[Settings, list[str]]:
         name, check = _FIELDS[key]
         try:
             values[name] = check(value)
-        except ValueError as exc:
+        except Exception as exc:  # any bad value falls back alone, with its own message
             default = getattr(DEFAULTS, name)
-            problems.append(f"setting {key!r} must be {exc}, got {value!r}; using {default!r}")
+            what = exc if isinstance(exc, ValueError) else "valid"
+            problems.append(f"setting {key!r} must be {what}, got {_shown(value)}; using {default!r}")
             values[name] = default
     settings = dataclasses.replace(base, **values)
     if settings.prefix_share + settings.suffix_share > 1.0:
@@ -176,6 +185,11 @@ def parse(raw: Any, base: Settings = DEFAULTS) -> tuple[Settings, list[str]]:
     if settings.debounce_max_ms < settings.debounce_ms:
         settings = dataclasses.replace(settings, debounce_max_ms=settings.debounce_ms)
     return settings, problems
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def describe(settings: Settings) -> dict[str, Any]:

@@ -10,18 +10,21 @@ sends "cancel", sends a newer fill for the same document, or goes away.
 
 A shared worker binds its socket before it loads the model (clients see "loading" with progress
 rather than a refused connection), serves any number of clients, and exits after --idle-timeout
-seconds without one. A lock file next to the socket makes sure one worker serves one socket.
+seconds without one, or as soon as no client is connected when its model failed to load. A lock
+in the private runtime folder makes sure one worker serves one socket; the socket's folder is
+checked and used as lsp/wire/sockets.py says, and a socket removed from under the worker (a temp
+cleaner) is bound again while the lock is still its own.
 """
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import fcntl
 import json
 import os
 import signal
-import socket
-import struct
+import stat
 import sys
 import threading
 import time
@@ -31,6 +34,7 @@ from diffill.lsp.wire import messages, sockets
 from diffill.model.worker.fixed_answers import ENV as FIXED_ENV, FixedAnswers
 
 MAX_QUEUED = 64  # fills waiting at once, over all clients; the oldest beyond this are refused
+LOAD_ERROR_GRACE_S = 10.0  # a shared worker whose model failed waits this long for its first client
 
 
 def main(args) -> int:
@@ -38,23 +42,35 @@ def main(args) -> int:
     if args.check:
         return _check(args)
     if args.socket:
-        path = os.path.abspath(os.path.expanduser(args.socket))
-        try:
-            sockets.ensure_private_dir(os.path.dirname(path))
-        except (OSError, sockets.UnsafeSocketDir) as exc:
-            print(f"diffill worker: cannot use {path}: {exc}", file=sys.stderr)
-            return 2
-        lock = _take_lock(path)
-        if lock is None:
-            print(f"diffill worker: another worker already serves {path}", file=sys.stderr)
-            return 0
-        if args.detach and _detach(path):
-            return 0
-        _write_pid(lock)
-        worker = Worker(args, shared=True)
-        _exit_now(asyncio.run(worker.serve_socket(path, lock)))
+        return _main_shared(args)
     worker = Worker(args, shared=False)
     _exit_now(asyncio.run(worker.serve_stdio()))
+
+
+def _main_shared(args) -> int:
+    """The shared daemon: the socket's folder and the runtime folder are opened and checked first;
+    nothing at the socket's path is touched unless it is a socket of this user and the lock is ours."""
+    path = os.path.abspath(os.path.expanduser(args.socket))
+    try:
+        place = sockets.SocketPlace(path, create=True)
+        state_fd = sockets.open_runtime_dir()
+    except (OSError, sockets.UnsafeSocketDir) as exc:
+        print(f"diffill worker: cannot use {path}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        place.check_socket()  # a file, a link, another user's socket: refused, never removed
+        lock = _take_lock(state_fd, sockets.lock_name(path), path)
+    except (OSError, sockets.UnsafeSocket) as exc:
+        print(f"diffill worker: cannot use {path}: {exc}", file=sys.stderr)
+        return 2
+    if lock is None:
+        print(f"diffill worker: another worker already serves {path}", file=sys.stderr)
+        return 0
+    if args.detach and _detach(state_fd, sockets.log_name(path)):
+        return 0
+    _write_pid(lock, path)
+    worker = Worker(args, shared=True)
+    _exit_now(asyncio.run(worker.serve_socket(place, lock, state_fd, sockets.lock_name(path))))
 
 
 def _exit_now(code: int) -> None:
@@ -231,6 +247,8 @@ class Worker:
         self.last_ms: float | None = None
         self.progress = (0, "starting")
         self.stopping = False
+        self.clients_seen = 0
+        self._servers: list = []
         self.engine = Engine(args, self._progress_from_thread, self._state_from_thread)
 
     # -- status --
@@ -435,45 +453,43 @@ class Worker:
         self.stop()
         return 0
 
-    async def serve_socket(self, path: str, lock_fd: int) -> int:
+    async def serve_socket(self, place: sockets.SocketPlace, lock_fd: int, state_fd: int, lock_name: str) -> int:
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
+        self._place, self._lock_fd, self._state_fd, self._lock_name = place, lock_fd, state_fd, lock_name
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop, f"stopped by signal {sig.name}")
-        if os.path.exists(path):
-            os.unlink(path)  # a socket left by a worker that died: we hold the lock, so it is stale
-        old_umask = os.umask(0o177)
-        try:
-            server = await asyncio.start_unix_server(self._accept, path, limit=messages.MAX_MESSAGE_BYTES)
-        finally:
-            os.umask(old_umask)
-        os.chmod(path, 0o600)
-        print(f"diffill worker {os.getpid()}: serving {path}", file=sys.stderr, flush=True)
+        place.remove_stale()  # a socket of ours left by a worker that died: we hold the lock, so it is stale
+        await self._bind()
+        print(f"diffill worker {os.getpid()}: serving {place.path}", file=sys.stderr, flush=True)
         threading.Thread(target=self.compute, name="compute", daemon=True).start()
         idle = asyncio.ensure_future(self._idle_watch())
         try:
             await self._stop_event.wait()
         finally:
             idle.cancel()
-            server.close()
-            try:
-                if os.path.exists(path):
-                    os.unlink(path)
-            except OSError:
-                pass
+            for server in self._servers:
+                server.close()
+            with contextlib.suppress(OSError):
+                place.remove_if(self._bound)  # ours only: never a socket that replaced it
             os.close(lock_fd)
         return 0
 
+    async def _bind(self) -> None:
+        sock, self._bound = self._place.listen()
+        server = await asyncio.start_unix_server(self._accept, sock=sock, limit=messages.MAX_MESSAGE_BYTES)
+        self._servers.append(server)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = writer.get_extra_info("socket")
-        if sock is not None and hasattr(socket, "SO_PEERCRED"):
-            try:
-                _, uid, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
-                if uid != os.getuid():
-                    writer.close()
-                    return
-            except OSError:
-                pass
+        try:
+            if sock is None:
+                raise sockets.UnsafeSocket("no socket to check")
+            sockets.check_peer(sock, "this connection")
+        except sockets.UnsafeSocket:
+            writer.close()  # another user (or nobody we can name): not a word is sent
+            return
+        self.clients_seen += 1
         conn = Connection(writer)
         await self._connection(reader, conn)
         try:
@@ -481,10 +497,53 @@ class Worker:
         except Exception:
             pass
 
+    async def _watch_socket(self) -> None:
+        """Notice a socket removed (a temp cleaner) or replaced: bind it again, or leave.
+
+        It is bound again only while the lock is still ours and nothing else is at its name; if
+        another worker's socket is there, or the lock or the folder is gone, this worker stops, so
+        that one worker serves one socket."""
+        place = self._place
+        info = None if place.folder_gone() else place.lstat()
+        if info is not None and (info.st_ino, info.st_dev) == (self._bound.st_ino, self._bound.st_dev):
+            return
+        if info is None and not place.folder_gone() and self._lock_is_ours():
+            try:
+                await self._bind()
+            except (OSError, sockets.UnsafeSocket) as exc:
+                self.stop(f"the socket {place.path} was removed and cannot be bound again: {exc}")
+                return
+            print(f"diffill worker {os.getpid()}: the socket {place.path} was removed; bound it again",
+                  file=sys.stderr, flush=True)
+            return
+        self.stop(f"the socket {place.path} was removed or replaced; another worker serves it now")
+
+    def _lock_is_ours(self) -> bool:
+        try:
+            now = os.stat(self._lock_name, dir_fd=self._state_fd, follow_symlinks=False)
+            held = os.fstat(self._lock_fd)
+        except OSError:
+            return False
+        return (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev)
+
     async def _idle_watch(self) -> None:
         idle_since = time.monotonic()
+        failed_since = None
         while not self.stopping:
             await asyncio.sleep(min(1.0, self.args.idle_timeout / 4))
+            await self._watch_socket()
+            if self.stopping:
+                return
+            if self.engine.state == "error":
+                # a worker without a model serves nobody: it leaves as soon as no editor is connected
+                # (once one has heard why, or after a grace period for the editor that started it)
+                now = time.monotonic()
+                failed_since = failed_since or now
+                if not self.connections and (self.clients_seen or now - failed_since >= LOAD_ERROR_GRACE_S):
+                    print(f"diffill worker {os.getpid()}: the model did not load and no client is "
+                          f"connected, exiting", file=sys.stderr, flush=True)
+                    self.stop(f"the model did not load: {self.engine.message}")
+                    return
             if self.connections or self.running is not None:
                 idle_since = time.monotonic()
             elif time.monotonic() - idle_since >= self.args.idle_timeout:
@@ -498,34 +557,46 @@ def _opt_int(v):
     return None if v is None else int(v)
 
 
-def _take_lock(path: str) -> int | None:
-    """An exclusive lock on PATH.lock held for the worker's life, or None when another worker has it."""
-    fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+def _open_own_file(state_fd: int, name: str, flags: int) -> int:
+    """A regular file of this user in the private runtime folder (never a link, never another's)."""
+    fd = os.open(name, flags | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600, dir_fd=state_fd)
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid() or info.st_nlink != 1:
+        os.close(fd)
+        raise OSError(f"{name} in the runtime folder is not a plain file of yours; remove it")
+    return fd
+
+
+def _take_lock(state_fd: int, name: str, path: str) -> int | None:
+    """An exclusive lock held for the worker's life (in the runtime folder, named after the socket),
+    or None when another worker has it."""
+    fd = _open_own_file(state_fd, name, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return None
-    _write_pid(fd)
+    _write_pid(fd, path)
     return fd
 
 
-def _write_pid(fd: int) -> None:
+def _write_pid(fd: int, path: str) -> None:
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    os.pwrite(fd, f"{os.getpid()}\n{path}\n".encode("utf-8", "surrogateescape"), 0)
 
 
-def _detach(path: str) -> bool:
+def _detach(state_fd: int, log_name: str) -> bool:
     """Fork twice so the worker outlives (and is not a child of) whoever started it.
 
-    Returns True in the process that should exit now. The worker's output goes to PATH.log.
-    """
+    Returns True in the process that should exit now. The worker's output goes to its log in the
+    runtime folder."""
     if os.fork() > 0:
         return True  # the caller's child: it exits at once and is reaped by the caller
     os.setsid()
     if os.fork() > 0:
         os._exit(0)
-    log = os.open(path + ".log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    log = _open_own_file(state_fd, log_name, os.O_WRONLY)
+    os.ftruncate(log, 0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(log, 1)

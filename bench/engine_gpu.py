@@ -17,12 +17,14 @@ the model directly on the device (no file) and measures:
 - peak GPU memory.
 Then transformers' DiffusionGemmaForBlockDiffusion at the same config in bf16: generate() for one
 canvas after the same prompt at 16 steps (end to end, its own prefill included).
-Writes bench/results/engine_gpu.json (device, date, per form step_ms / floor_ms / tok_per_s_16 /
-peak_gb, transformers_tok_per_s_16, and the details) and engine_gpu.svg (a bar plot).
+Writes, through bench/record.py (command, commit, machine, date), bench/results/engine_gpu.json (per
+form step_ms / floor_ms / tok_per_s_16 / peak_gb, transformers_tok_per_s_16, and the details),
+engine_gpu.md (the same as tables) and engine_gpu.svg (a bar plot). The floor uses the device's
+peak from bench/hbm.py (--peak-tbs to override). --shrink figures are not results: they need --out.
 """
 import argparse
-import datetime
 import gc
+import html
 import json
 import sys
 import time
@@ -30,9 +32,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent
-# Peak HBM bandwidth, bytes/s, by device name (the first name found in torch.cuda.get_device_name()).
-PEAK_BANDWIDTH = {"H200": 4.8e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "A100-SXM4-80GB": 2.04e12}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hbm import peak_tbs  # noqa: E402
+from record import RESULTS, provenance, write_results  # noqa: E402
 
 # A tiny config of the real layout (5 sliding + 1 full layer, k = v on the full one), for --shrink.
 SHRINK_TEXT = dict(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=6,
@@ -55,8 +57,10 @@ def parse_args(argv=None):
     ap.add_argument("--dtype", default=None, help="activations and unquantised weights (default bfloat16; "
                     "shrunk float32: bf16 kernels are slow on most CPUs)")
     ap.add_argument("--no-transformers", action="store_true")
-    ap.add_argument("--bandwidth-tbs", type=float, default=None, help="peak memory bandwidth, TB/s (default by device)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "engine_gpu.json"))
+    ap.add_argument("--peak-tbs", type=float, default=None,
+                    help="peak memory bandwidth, TB/s (default: bench/hbm.py by the device's name)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for engine_gpu.json, .md and .svg (default on a GPU: bench/results)")
     a = ap.parse_args(argv)
     a.prompts = [int(x) for x in (a.prompts or ("32,64,128" if a.shrink else "1024,4096,16384")).split(",")]
     a.context = a.context or (64 if a.shrink else 4096)
@@ -123,12 +127,9 @@ def weight_bytes(model) -> int:
 
 
 def peak_bandwidth(device, override_tbs):
-    if override_tbs:
-        return override_tbs * 1e12
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((bw for key, bw in PEAK_BANDWIDTH.items() if key in name), None)
+    """Bytes per second, or None for a device without a known peak."""
+    tbs = override_tbs or (peak_tbs(torch.cuda.get_device_name(device)) if device.type == "cuda" else None)
+    return None if tbs is None else tbs * 1e12
 
 
 def measure_form(args, text, device, dtype, form, clock, bandwidth):
@@ -216,7 +217,34 @@ def measure_transformers(args, text, device, dtype, clock):
     return row
 
 
-def write_svg(result, path: Path):
+def markdown(result) -> str:
+    forms = [f for f in ("bf16", "fp8", "int4") if f in result]
+    steps = result["steps"]
+    lines = [f"{'Shrunk config (a check of the script, not a result). ' if result['shrink'] else ''}"
+             f"{result['device']}, {result['dtype']}, canvas {result['canvas']} after {result['context_tokens']} "
+             f"prompt tokens; peak bandwidth {result['peak_bandwidth_tbs']} TB/s.", "",
+             "| form | weights GB | step ms | floor ms | " + " | ".join(f"tok/s @{n}" for n in steps)
+             + " | tok/s @16 unfused head | tok/s @16 end to end | graph captured | peak GB |",
+             "|---|---:|---:|---:|" + "---:|" * len(steps) + "---:|---:|---|---:|"]
+    for f in forms:
+        r = result[f]
+        lines.append(f"| {f} | {r['weight_gb']} | {r['step_ms']} | {r['floor_ms']} | "
+                     + " | ".join(str(r[f"tok_per_s_{n}"]) for n in steps)
+                     + f" | {r['tok_per_s_16_unfused_head']} | {r['tok_per_s_16_end_to_end']} | "
+                     f"{r['graph_captured']} | {r['peak_gb']} |")
+    lines += ["", "Prefill ms by prompt length:", "",
+              "| form | " + " | ".join(result[forms[0]]["prefill_ms"]) + " |" if forms else "",
+              "|---|" + "---:|" * (len(result[forms[0]]["prefill_ms"]) if forms else 0)]
+    for f in forms:
+        lines.append(f"| {f} | " + " | ".join(str(v) for v in result[f]["prefill_ms"].values()) + " |")
+    if result.get("transformers"):
+        t = result["transformers"]
+        lines += ["", f"transformers' generate(), one canvas at 16 steps, end to end: {t['tok_per_s_16']} tok/s "
+                      f"({t['canvas_16_ms']} ms, peak {t['peak_gb']} GB)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_svg(result, path: Path, caption: str):
     """Bars: step ms against the floor per form, and tok/s at 16 steps beside transformers'."""
     forms = [f for f in ("bf16", "fp8", "int4") if f in result]
     bars = []
@@ -238,26 +266,36 @@ def write_svg(result, path: Path):
                         f'<text x="{185 + w:.1f}" y="{y + 13}" font-size="12">{val}</text>')
             y += 22
         y += 14
-    title = f'{result["device"]}, {result["date"]}{" (shrunk config)" if result["shrink"] else ""}'
-    path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="640" height="{y + 10}" font-family="sans-serif">'
-                    f'<text x="10" y="22" font-size="14">{title}</text>{"".join(rows)}</svg>\n')
+    title = f'{result["device"]}{" (shrunk config)" if result["shrink"] else ""}'
+    path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="640" height="{y + 24}" font-family="sans-serif">'
+                    f'<text x="10" y="22" font-size="14">{html.escape(title)}</text>{"".join(rows)}'
+                    f'<text x="10" y="{y + 10}" font-size="10">{html.escape(caption)}</text></svg>\n')
 
 
 def main(argv=None):
     args = parse_args(argv)
-    args.command = "python bench/engine_gpu.py " + " ".join(argv if argv is not None else sys.argv[1:])
     cuda = torch.cuda.is_available() and not args.shrink
     if not cuda and not args.shrink:
         sys.exit("no CUDA device: the real 26B-A4B shapes need a GPU (about 52 GB in bf16); "
-                 "run with --shrink to exercise the script on the CPU")
+                 "run with --shrink --out DIR to exercise the script on the CPU")
+    if args.shrink and args.out is None:
+        sys.exit("--shrink figures check the script and are not results: give --out DIR")
     device = torch.device("cuda" if cuda else "cpu")
     threads = torch.get_num_threads()
     if not cuda:
         torch.set_num_threads(1)  # shrunk shapes: one thread, no spinning against other load on the machine
     try:
-        return run(args, device, cuda)
+        result = run(args, device, cuda)
     finally:
         torch.set_num_threads(threads)
+    out = args.out or RESULTS
+    js, md = write_results("engine_gpu", result, markdown(result),
+                           f"The engine at {'a shrunk' if args.shrink else 'the real 26B-A4B'} shape on "
+                           f"{result['device']} (`bench/engine_gpu.py`)", argv, out_dir=out)
+    prov = provenance(argv)
+    write_svg(result, out / "engine_gpu.svg", f"{prov['command']} at {prov['commit'][:12]}, {prov['date']}")
+    print(f"wrote {js}, {md} and {out / 'engine_gpu.svg'}")
+    return result
 
 
 def run(args, device, cuda):
@@ -265,10 +303,9 @@ def run(args, device, cuda):
     dtype = args.dtype
     text = dict(SHRINK_TEXT if args.shrink else REAL_TEXT)
     clock = Clock(device)
-    bandwidth = peak_bandwidth(device, args.bandwidth_tbs)
+    bandwidth = peak_bandwidth(device, args.peak_tbs)
     name = torch.cuda.get_device_name(device) if cuda else "CPU"
-    result = {"device": name, "date": datetime.date.today().isoformat(), "shrink": args.shrink,
-              "command": args.command,
+    result = {"device": name, "shrink": args.shrink,
               "dtype": str(dtype).removeprefix("torch."), "canvas": args.canvas, "context_tokens": args.context,
               "steps": args.steps,
               "peak_bandwidth_tbs": None if bandwidth is None else bandwidth / 1e12}
@@ -280,10 +317,6 @@ def run(args, device, cuda):
         result["transformers"] = measure_transformers(args, text, device, dtype, clock)
         result["transformers_tok_per_s_16"] = result["transformers"]["tok_per_s_16"]
         print("transformers", json.dumps(result["transformers"]), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    write_svg(result, out.with_suffix(".svg"))
     return result
 
 

@@ -1,24 +1,26 @@
 """One canvas at fixed steps: our engine and transformers' generate() side by side, same random model.
 
-    .venv/bin/python bench/engine_vs_transformers.py [--steps 16] [--repeats 3] [--threads 2]
-                                                     [--dtypes float32,bfloat16] [--clock wall|cpu]
+    python bench/engine_vs_transformers.py [--steps 16] [--repeats 3] [--threads 2]
+                                           [--dtypes float32,bfloat16] [--clock wall|cpu]
 
 Builds a random DiffusionGemma of about 40M parameters (real layout, 256-token canvas), runs one
 canvas of 256 tokens at a fixed number of denoising steps (adaptive stopping off) after a 128-token
 prompt in both engines, alternating, in each dtype (like for like), and writes
-bench/results/engine_vs_transformers.json. "defaults" compares each engine at its default dtype
-here (ours: auto, transformers: float32).
+bench/results/engine_vs_transformers.json and .md through bench/record.py (command, commit, machine,
+date). "defaults" compares each engine at its default dtype here (ours: auto, transformers: float32).
+Times are medians of --repeats runs of each engine, ratios are taken within this one run.
 """
 import argparse
-import datetime
-import json
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from record import write_results  # noqa: E402
 
 CONFIG = dict(vocab_size=16384, hidden_size=512, intermediate_size=1024, num_hidden_layers=6,
               num_attention_heads=8, num_key_value_heads=2, head_dim=64,
@@ -27,8 +29,8 @@ CONFIG = dict(vocab_size=16384, hidden_size=512, intermediate_size=1024, num_hid
               num_experts=8, top_k_experts=4, moe_intermediate_size=256)
 
 
-def main():
-    ap = argparse.ArgumentParser()
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
@@ -36,8 +38,8 @@ def main():
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="cpu: this process's CPU time, robust to other load on a shared machine (use with "
                          "--threads 1, where no thread spins waiting for another)")
-    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "engine_vs_transformers.json"))
-    args = ap.parse_args()
+    ap.add_argument("--out", type=Path, default=None, help="folder for the results (default: bench/results)")
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     from transformers import DiffusionGemmaForBlockDiffusion
@@ -86,19 +88,15 @@ def main():
     auto = resolve_dtype("auto", "cpu")
     rows = {name[dt]: {"ours_ms": round(med[(dt, "ours")], 1), "transformers_ms": round(med[(dt, "transformers")], 1),
                        "speedup": round(med[(dt, "transformers")] / med[(dt, "ours")], 3),
-                       "same_tokens_as_transformers": same[dt],  # see bench/results/README.md
+                       "same_tokens_as_transformers": same[dt],
                        "ours_runs_ms": [round(t) for t in times[(dt, "ours")]],
                        "transformers_runs_ms": [round(t) for t in times[(dt, "transformers")]]}
             for dt in dtypes}
     base = dtypes[0]
     result = {
-        "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads, native bf16: "
-                   f"{cpu_has_native_bf16()}",
-        "date": datetime.date.today().isoformat(),
-        "command": f"python bench/engine_vs_transformers.py --steps {args.steps} --repeats {args.repeats} "
-                   f"--threads {args.threads} --dtypes {args.dtypes} --clock {args.clock}",
+        "native_bf16": cpu_has_native_bf16(),
         "clock": "process CPU time" if args.clock == "cpu" else "wall time",
-        "params": params, "steps": args.steps, "canvas": 256, "prompt_tokens": 128,
+        "params": params, "steps": args.steps, "canvas": 256, "prompt_tokens": 128, "repeats": args.repeats,
         # headline: like for like in the first dtype
         "dtype": name[base], "ours_ms": rows[name[base]]["ours_ms"],
         "transformers_ms": rows[name[base]]["transformers_ms"], "speedup": rows[name[base]]["speedup"],
@@ -107,8 +105,28 @@ def main():
     if auto in dtypes and torch.float32 in dtypes:  # each engine at its default dtype on this machine
         result["defaults"] = {"ours_dtype": name[auto], "transformers_dtype": "float32",
                               "speedup": round(med[(torch.float32, "transformers")] / med[(auto, "ours")], 3)}
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    kw = {} if args.out is None else {"out_dir": args.out}
+    js, md = write_results("engine_vs_transformers", result, markdown(result),
+                           "Engine vs transformers on the CPU (`bench/engine_vs_transformers.py`)", argv, **kw)
+    print(md.read_text())
+    return result
+
+
+def markdown(r) -> str:
+    lines = [f"One canvas of {r['canvas']} tokens at {r['steps']} fixed denoising steps after a {r['prompt_tokens']}-token "
+             f"prompt, on a random DiffusionGemma of {r['params'] / 1e6:.1f}M parameters: our `sample()` against "
+             f"transformers' `DiffusionGemmaForBlockDiffusion.generate()`, alternating in one process, "
+             f"{r['repeats']} timed runs each after a warm-up; medians of {r['clock']}. Native bf16 on this CPU: "
+             f"{r['native_bf16']}.", "",
+             "| dtype | ours | transformers | speedup | same tokens as transformers |", "|---|---:|---:|---:|---|"]
+    for dt, row in r["by_dtype"].items():
+        lines.append(f"| {dt} | {row['ours_ms'] / 1000:.2f} s | {row['transformers_ms'] / 1000:.2f} s | "
+                     f"{row['speedup']:.2f}x | {row['same_tokens_as_transformers']} |")
+    if "defaults" in r:
+        d = r["defaults"]
+        lines += ["", f"Each at its default dtype here (ours {d['ours_dtype']}, transformers {d['transformers_dtype']}): "
+                      f"{d['speedup']:.2f}x."]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -1,55 +1,37 @@
 """Benchmark of one MoE layer's experts at DiffusionGemma's shape: the Triton kernels in bf16, fp8
 and int4 side by side with transformers' grouped_mm path (torch._grouped_mm) and its eager experts.
 
-    python bench/moe.py                                   # on a CUDA GPU; writes bench/results/moe.{json,svg}
+    python bench/moe.py                                   # on a CUDA GPU; writes bench/results/moe.{json,md,svg}
     python bench/moe.py --batch-sizes 256 --dtype bf16 --out /tmp/moe
 
 Shape: E=128 experts, top-8, H=2816, I=704, M tokens in {1, 16, 64, 256, 1024, 4096}; random
 weights, uniformly random routing, softmax routing weights. Times are medians of Triton's do_bench
 (L2 flushed between runs). ms is the experts' time (alignment and both GEMMs) without the router,
 whose kernel is timed alone as route_ms. gbps counts the weight bytes of the experts the routing
-touches (data and scales), hbm_share divides it by the device's HBM peak (--peak-gbps to override).
-grouped_mm_ms and eager_ms are the bf16 baselines at the same M, repeated on each format's row.
+touches (data and scales), hbm_share divides it by the device's HBM peak (bench/hbm.py; --peak-tbs
+to override). grouped_mm_ms and eager_ms are the bf16 baselines at the same M, repeated on each
+format's row. The files are written through bench/record.py (command, commit, machine, date).
 
 --device cpu runs a toy shape in the Triton interpreter to check the script itself; its timings
-mean nothing and are not results.
+mean nothing and are not results, so it needs --out.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
+import html
 import os
-import platform
 import sys
 from pathlib import Path
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hbm import peak_tbs  # noqa: E402
+from record import RESULTS, provenance, write_results  # noqa: E402
+
 REAL = {"E": 128, "H": 2816, "I": 704, "top_k": 8, "batch_sizes": [1, 16, 64, 256, 1024, 4096]}
 TOY = {"E": 8, "H": 64, "I": 32, "top_k": 2, "batch_sizes": [4, 32]}
-# HBM peak in GB/s by device name (substring, first match).
-HBM_PEAK = [("H200", 4800.0), ("H100 PCIe", 2000.0), ("H100 NVL", 3900.0), ("H100", 3350.0), ("A100", 2039.0)]
 GOALS_H100_M256 = {"bf16": 0.85, "fp8": 0.75, "int4": 0.60}
-
-
-def hbm_peak(name: str):
-    return next((gbps for key, gbps in HBM_PEAK if key in name), None)
-
-
-def make_timer(device: str):
-    if device == "cuda":
-        import triton.testing
-        return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
-    import time
-
-    def wall(fn):
-        fn()
-        t = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t) * 1e3
-    return wall
 
 
 def transformers_experts(gate_up, down, top_k: int, implementation: str):
@@ -67,12 +49,13 @@ def transformers_experts(gate_up, down, top_k: int, implementation: str):
     return experts
 
 
-def bench(shape: dict, formats, device: str, peak, check: bool = True, log=print):
+def bench(shape: dict, formats, device: str, peak_gbps, check: bool = True, log=print):
     from diffill.kernels import fused_moe_triton, moe_reference, route_triton
     from diffill.kernels.quant import quantize
+    from diffill.kernels.tune import timer as make_timer
     E, H, I, top_k = shape["E"], shape["H"], shape["I"], shape["top_k"]
     dtype = torch.bfloat16
-    timer = make_timer(device)
+    timer = make_timer(device, warmup=25, rep=100)
     name = fused_moe_triton.device_name(device)
     g = torch.Generator(device=device).manual_seed(0)
     gate_up = (torch.randn(E, 2 * I, H, device=device, generator=g) * H ** -0.5).to(dtype)
@@ -106,11 +89,11 @@ def bench(shape: dict, formats, device: str, peak, check: bool = True, log=print
             nbytes = touched * (_expert_bytes(gu) + _expert_bytes(dn))
             gbps = nbytes / ms / 1e6
             row = {"device": name, "dtype": fmt, "M": M, "ms": round(ms, 5), "gbps": round(gbps, 1),
-                   "hbm_share": None if peak is None else round(gbps / peak, 4),
+                   "hbm_share": None if peak_gbps is None else round(gbps / peak_gbps, 4),
                    "grouped_mm_ms": round(base_ms["grouped_mm"], 5), "eager_ms": round(base_ms["eager"], 5),
                    "route_ms": round(route_ms, 5), "experts_touched": touched, "weight_bytes": nbytes}
             rows.append(row)
-            share = "" if peak is None else f" = {100 * gbps / peak:.1f}% of HBM peak"
+            share = "" if peak_gbps is None else f" = {100 * gbps / peak_gbps:.1f}% of HBM peak"
             log(f"{name} {fmt:>4} M={M:<5} {ms:.4f} ms, {gbps:.0f} GB/s{share}; grouped_mm {base_ms['grouped_mm']:.4f} "
                 f"ms ({base_ms['grouped_mm'] / ms:.2f}x), eager {base_ms['eager']:.4f} ms; route {route_ms:.4f} ms")
     return rows
@@ -134,7 +117,17 @@ def goals(rows) -> list[str]:
     return lines
 
 
-def svg_plot(rows, path: Path):
+def markdown(rows, goal_lines) -> str:
+    lines = ["| device | dtype | M | ms | GB/s | share of HBM peak | grouped_mm ms | eager ms | route ms |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        share = "" if r["hbm_share"] is None else f"{100 * r['hbm_share']:.1f}%"
+        lines.append(f"| {r['device']} | {r['dtype']} | {r['M']} | {r['ms']:.4f} | {r['gbps']:.0f} | {share} | "
+                     f"{r['grouped_mm_ms']:.4f} | {r['eager_ms']:.4f} | {r['route_ms']:.4f} |")
+    return "\n".join(lines + [""] + goal_lines) + "\n"
+
+
+def svg_plot(rows, path: Path, caption: str):
     """Two panels: ms per layer and share of HBM peak, against M (log axes), one line per series."""
     series = {}
     for r in rows:
@@ -179,7 +172,8 @@ def svg_plot(rows, path: Path):
               for i, (c, label) in enumerate(zip(colors, series))]
     body = [panel(0, "ms per MoE layer (log)", lambda v: v[0], True),
             panel(W, "share of HBM peak", lambda v: v[1], False), *legend]
-    path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W + 160}" height="{Hh}" '
+    body.append(f'<text x="10" y="{Hh + 16}" font-size="10">{html.escape(caption)}</text>')
+    path.write_text(f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * W + 160}" height="{Hh + 24}" '
                     f'font-family="sans-serif">\n' + "\n".join(body) + "\n</svg>\n")
 
 
@@ -187,40 +181,44 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dtype", nargs="+", choices=["bf16", "fp8", "int4"], default=["bf16", "fp8", "int4"])
     p.add_argument("--batch-sizes", nargs="+", type=int)
-    p.add_argument("--peak-gbps", type=float, help="HBM peak of this device (default: from its name)")
+    p.add_argument("--peak-tbs", type=float, help="HBM peak of this device, TB/s (default: bench/hbm.py by its name)")
     p.add_argument("--device", default="cuda", help="cuda; cpu runs a toy shape in the Triton interpreter")
-    p.add_argument("--out", default=str(RESULTS), help="folder for moe.json and moe.svg")
+    p.add_argument("--out", type=Path, help="folder for moe.json, moe.md and moe.svg (default on a GPU: bench/results)")
     p.add_argument("--no-check", action="store_true", help="skip the comparison with the reference")
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench/moe.py: no CUDA device; GPU figures need a GPU (--device cpu checks the script only)",
+        print("bench/moe.py: no CUDA device; GPU figures need a GPU (--device cpu --out DIR checks the script only)",
               file=sys.stderr)
         return 2
     if args.device == "cpu":
+        if args.out is None:
+            print("bench/moe.py: --device cpu times the Triton interpreter, not a result: give --out DIR",
+                  file=sys.stderr)
+            return 2
         os.environ.setdefault("TRITON_INTERPRET", "1")
     shape = dict(REAL if args.device == "cuda" else TOY)
     if args.batch_sizes:
         shape["batch_sizes"] = args.batch_sizes
     from diffill.kernels.fused_moe_triton import device_name
-    peak = args.peak_gbps or hbm_peak(device_name(args.device).replace("_", " "))
-    rows = bench(shape, args.dtype, args.device, peak, check=not args.no_check)
-    stamp = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "command": "python bench/moe.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-             "torch": torch.__version__, "python": platform.python_version()}
+    name = device_name(args.device)
+    tbs = args.peak_tbs or peak_tbs(name)
+    rows = bench(shape, args.dtype, args.device, None if tbs is None else tbs * 1000, check=not args.no_check)
+    goal_lines = goals(rows)
+    out = args.out or RESULTS
+    data = {"device": name, "peak_tbs": tbs, "shape": {k: v for k, v in shape.items() if k != "batch_sizes"},
+            "goals": goal_lines, "rows": rows}
     try:
         import triton
-        stamp["triton"] = triton.__version__
+        data["triton"] = triton.__version__
     except ImportError:
         pass
-    for r in rows:
-        r.update(stamp)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "moe.json").write_text(json.dumps(rows, indent=1) + "\n")
-    svg_plot(rows, out / "moe.svg")
-    for line in goals(rows):
+    js, md = write_results("moe", data, markdown(rows, goal_lines),
+                           f"One MoE layer's experts on {name} (`bench/moe.py`)", argv, out_dir=out)
+    prov = provenance(argv)
+    svg_plot(rows, out / "moe.svg", f"{prov['command']} at {prov['commit'][:12]}, {name}, {prov['date']}")
+    for line in goal_lines:
         print(line)
-    print(f"wrote {out / 'moe.json'} and {out / 'moe.svg'}")
+    print(f"wrote {js}, {md} and {out / 'moe.svg'}")
     return 0
 
 

@@ -69,11 +69,12 @@ def random_problem(M, E, H, I, top_k, fmt, device, dtype=torch.bfloat16, seed=0)
     return x, gate_up, down, topk_weights, topk_ids
 
 
-def timer(device: str):
-    """fn -> median milliseconds: Triton's do_bench on CUDA (L2 flushed between runs), wall clock elsewhere."""
+def timer(device: str, warmup: int = 10, rep: int = 50):
+    """fn -> median milliseconds: Triton's do_bench on CUDA (L2 flushed between runs; warmup and rep
+    in ms), wall clock elsewhere."""
     if device == "cuda":
         import triton.testing
-        return lambda fn: triton.testing.do_bench(fn, warmup=10, rep=50, return_mode="median")
+        return lambda fn: triton.testing.do_bench(fn, warmup=warmup, rep=rep, return_mode="median")
 
     def wall(fn, reps=2):
         fn()

@@ -182,22 +182,25 @@ def test_fused_sampler_equals_the_unfused_one_with_the_same_draws(request, which
 
 # -- the GPU benchmark, shrunk -----------------------------------------------------------------------
 
-def test_the_gpu_benchmark_runs_shrunk_and_writes_every_key(tmp_path):
+def test_the_gpu_benchmark_runs_shrunk_and_records_every_key(tmp_path):
     import importlib.util
+    import json
     from pathlib import Path
     path = Path(__file__).resolve().parent.parent / "bench" / "engine_gpu.py"
     spec = importlib.util.spec_from_file_location("engine_gpu", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    out = tmp_path / "engine_gpu.json"
-    bench.main(["--shrink", "--prompts", "16", "--context", "24", "--canvas", "8", "--steps", "16",
-                "--bandwidth-tbs", "0.05", "--out", str(out)])
-    import json
-    r = json.loads(out.read_text())
-    assert r["device"] and r["date"] and r["shrink"] is True
+    argv = ["--shrink", "--prompts", "16", "--context", "24", "--canvas", "8", "--steps", "16", "--peak-tbs", "0.05"]
+    with pytest.raises(SystemExit):   # shrunk figures are not results: they never go to bench/results
+        bench.main(argv)
+    bench.main(argv + ["--out", str(tmp_path)])
+    r = json.loads((tmp_path / "engine_gpu.json").read_text())
+    assert r["device"] and r["shrink"] is True
+    assert r["provenance"]["commit"] and r["provenance"]["date"] and "--shrink" in r["provenance"]["command"]
     for form in ("bf16", "fp8", "int4"):
         assert {"step_ms", "floor_ms", "tok_per_s_16", "peak_gb"} <= r[form].keys()
         assert r[form]["step_ms"] > 0 and r[form]["tok_per_s_16"] > 0 and r[form]["floor_ms"] > 0
     assert r["bf16"]["weight_bytes"] > r["fp8"]["weight_bytes"] > r["int4"]["weight_bytes"]
     assert r["transformers_tok_per_s_16"] > 0
-    assert out.with_suffix(".svg").read_text().startswith("<svg")
+    assert "| int4 |" in (tmp_path / "engine_gpu.md").read_text()
+    assert (tmp_path / "engine_gpu.svg").read_text().startswith("<svg")

@@ -90,12 +90,22 @@ def test_tune_without_a_gpu_says_so(capsys):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the benchmark runs at full size: run it by hand")
-def test_benchmark_script_writes_rows_and_a_plot(tmp_path):
+def test_benchmark_script_records_rows_and_a_plot(tmp_path):
     bench = runpy.run_path(str(ROOT / "bench" / "moe.py"))
+    assert bench["main"](["--device", "cpu", "--batch-sizes", "4", "--dtype", "bf16", "fp8"]) == 2   # not a result
     assert bench["main"](["--device", "cpu", "--batch-sizes", "4", "--dtype", "bf16", "fp8",
                           "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "moe.json").read_text())
-    assert [(r["dtype"], r["M"]) for r in rows] == [("bf16", 4), ("fp8", 4)]
-    assert all(REQUIRED_ROW_KEYS <= set(r) and r["date"] and r["command"] for r in rows)
+    data = json.loads((tmp_path / "moe.json").read_text())
+    assert data["provenance"]["commit"] and data["provenance"]["date"] and data["provenance"]["machine"]
+    assert [(r["dtype"], r["M"]) for r in data["rows"]] == [("bf16", 4), ("fp8", 4)]
+    assert all(REQUIRED_ROW_KEYS <= set(r) for r in data["rows"])
+    assert "| bf16 | 4 |" in (tmp_path / "moe.md").read_text()
     xml.dom.minidom.parse(str(tmp_path / "moe.svg"))
-    assert bench["hbm_peak"]("NVIDIA H100 80GB HBM3") == 3350.0 and bench["hbm_peak"]("NVIDIA H200") == 4800.0
+
+
+def test_hbm_peaks_come_from_one_table():
+    hbm = runpy.run_path(str(ROOT / "bench" / "hbm.py"))
+    peak = hbm["peak_tbs"]
+    assert peak("NVIDIA H100 80GB HBM3") == 3.35 and peak("NVIDIA_H200") == 4.8
+    assert peak("NVIDIA H100 PCIe") == 2.0 and peak("NVIDIA H100 NVL") == 3.9
+    assert peak("NVIDIA GH200 480GB") is None and peak("cpu") is None

@@ -83,7 +83,7 @@ class Behaviour:
 def _before_cursor(body: dict, chat: bool) -> str:
     if chat:
         messages = body.get("messages") or [{}]
-        return str(messages[-1].get("content") or "").split(CURSOR)[0]
+        return str(messages[-1].get("content") or "").rsplit(CURSOR, 1)[0]
     prompt = str(body.get("prompt") or "")
     return prompt.split(FIM_SUFFIX)[0] if FIM_SUFFIX in prompt else prompt
 

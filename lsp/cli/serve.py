@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stdio", action="store_true", help="serve over stdin/stdout (the default)")
     parser.add_argument("--tcp", type=int, metavar="PORT", help="serve on 127.0.0.1:PORT instead of stdio")
     parser.add_argument("--check", action="store_true",
-                        help="validate the settings and the model, print a report, and exit")
+                        help="validate the settings and the model (remote backend: the server's /models and one tiny fill), print a report, and exit")
     parser.add_argument("--settings", metavar="JSON_OR_FILE",
                         help="settings as a JSON object or a JSON file (for --check; editors send them "
                              "as initializationOptions)")
@@ -60,6 +60,11 @@ def check(settings_arg: str | None) -> int:
         print(f"settings: {p}")
         ok = False
     print("settings: " + json.dumps(settings_mod.describe(cfg)))
+    if cfg.backend == "remote":  # no worker: probe the server's /models and one tiny fill
+        from diffill.lsp.server.remote.check import check_remote
+        ok = check_remote(cfg.remote) and ok
+        print("check: " + ("ok" if ok else "problems found (see above)"))
+        return 0 if ok else 1
     if cfg.worker_mode == "shared":
         path = socket_path_for(cfg)
         try:

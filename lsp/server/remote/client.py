@@ -439,7 +439,27 @@ class RemoteFill:
 
     # ---- one POST -------------------------------------------------------------------------------
     async def _post(self, path: str, body: dict, deadline: float, called: float) -> tuple[str, bool, dict]:
-        """(text, cut at the deadline, timeline) of one POST."""
+        """(text, cut at the deadline, timeline) of one POST. Cancelling the caller aborts it.
+
+        The exchange runs as its own task, cancelled exactly once on abort: httpcore closes the
+        connection in a shielded step, and a second cancel arriving meanwhile (the completer and a newer
+        fill may both cancel) would interrupt that close and leave the server denoising for nobody."""
+        inner = asyncio.ensure_future(self._exchange(path, body, deadline, called))
+        try:
+            return await asyncio.shield(inner)
+        except asyncio.CancelledError:
+            if not inner.done():
+                inner.cancel()
+                while not inner.done():
+                    try:
+                        await asyncio.shield(inner)
+                    except BaseException:  # its own cancellation, or ours again: wait for the close
+                        pass
+            if not inner.cancelled():
+                inner.exception()  # retrieved; the abort is what counts
+            raise
+
+    async def _exchange(self, path: str, body: dict, deadline: float, called: float) -> tuple[str, bool, dict]:
         import httpx
 
         timeline: dict = {}
@@ -511,7 +531,8 @@ class RemoteFill:
                 continue  # comments, other fields
             data, data_lines = "\n".join(data_lines), []
             if data.strip() == "[DONE]":
-                break
+                finished = True  # read on to the end of the body, so the connection stays open for the next fill
+                continue
             try:
                 chunk = json.loads(data)
             except ValueError:

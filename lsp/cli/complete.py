@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from diffill.lsp.cli.model_options import add_model_arguments
+from diffill.lsp.cli.remote_options import add_remote_arguments, remote_settings, run_remote
 from diffill.lsp.code.syntax import language_from_path
 from diffill.lsp.pipeline import complete as pipeline
 
@@ -33,6 +34,7 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help='print {"text", "steps", "ms"}')
     p.add_argument("--explain", action="store_true",
                    help="also print (to stderr) the span, the raw fill and what each trim filter cut")
+    add_remote_arguments(p)
 
 
 def parse_target(target: str) -> tuple[Path, int, int]:
@@ -109,6 +111,15 @@ def run(args) -> int:
     except InputError as exc:
         print(f"diffill complete: {exc}", file=sys.stderr)
         return 2
+    try:
+        remote, problems = remote_settings(args)
+    except (OSError, ValueError) as exc:
+        print(f"diffill complete: cannot read --settings: {exc}", file=sys.stderr)
+        return 2
+    for problem in problems:
+        print(f"diffill complete: {problem}", file=sys.stderr)
+    if remote is not None:  # a serving engine behind the same pipeline; no model, no torch here
+        return run_remote(remote, text, offset, args.language or language_from_path(str(path)), args, str(path), explain)
     from diffill.lsp.cli.model_options import open_model
     from diffill.model.engine.infill import Infiller
 

@@ -214,9 +214,9 @@ class RemoteFill:
         self.ready = True
         self.breaker.success()
         self._set_status("ready", self._ready_message(), tokenizer=self.counter.path,
-                         context_tokens=self._context_tokens())
+                         context_tokens=self.context_tokens())
 
-    def _context_tokens(self) -> int | None:
+    def context_tokens(self) -> int | None:
         if self.max_model_len is None:
             return None
         # room for the instruction, the canvas and the chained canvases the server may add

@@ -78,6 +78,7 @@ class Behaviour:
     answers: dict = field(default_factory=dict)  # text before the cursor ends with key -> answer
     default_answer: str = "pass"
     answer: Callable[[dict], str] | None = None
+    complete_line: str | None = None         # answer the rest of this line after what was typed of it
 
 
 def _before_cursor(body: dict, chat: bool) -> str:
@@ -100,6 +101,10 @@ class Server:
         if self.b.answer is not None:
             return self.b.answer(body)
         before = _before_cursor(body, chat)
+        if self.b.complete_line is not None:
+            line = self.b.complete_line
+            typed = next((k for k in range(len(line), 0, -1) if before.endswith(line[:k])), 0)
+            return line[typed:]
         best = None
         for key, text in self.b.answers.items():
             if before.endswith(key) and (best is None or len(key) > len(best[0])):
@@ -148,6 +153,10 @@ class Server:
         path = rec.path.split("?")[0]
         if path == "/health":
             return await self._json(rec, writer, 200, None)
+        if path == "/_counterpart/records":  # not vLLM's: what a benchmark in another process reads
+            return await self._json(rec, writer, 200, [
+                {k: getattr(r, k) for k in ("method", "path", "arrived", "status", "first_byte", "done", "disconnected")}
+                for r in self.records if not r.path.startswith("/_counterpart")])
         if b.api_key is not None and rec.headers.get("authorization") != f"Bearer {b.api_key}":
             return await self._error(rec, writer, 401, "Unauthorized", "AuthenticationError")
         if path == "/tokenize" and rec.method == "POST":
@@ -447,6 +456,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=MODEL)
     ap.add_argument("--api-key-env", help="require the key in this environment variable")
     ap.add_argument("--answer", default="pass", help="what every completion answers")
+    ap.add_argument("--complete-line", help="answer the rest of this line after what was typed of it")
     ap.add_argument("--tls-dir", help="serve https with a test certificate written to this folder (its ca.pem)")
     args = ap.parse_args(argv)
     tls = None
@@ -454,7 +464,8 @@ def main(argv=None) -> int:
         paths = make_certificates(args.tls_dir)
         tls = (paths["cert"], paths["key"])
     b = Behaviour(model=args.model, latency_ms=args.latency_ms, first_byte_ms=args.first_byte_ms,
-                  api_key=os.environ.get(args.api_key_env) if args.api_key_env else None, default_answer=args.answer)
+                  api_key=os.environ.get(args.api_key_env) if args.api_key_env else None, default_answer=args.answer,
+                  complete_line=args.complete_line)
     server = Counterpart(b, port=args.port, tls=tls)
     print(f"serving {args.model} at {server.url}", flush=True)
     try:

@@ -146,3 +146,32 @@ def test_the_server_the_cli_and_fim_eval_give_the_same_completion(server_answers
         raws.append(b["raw"])
         assert json.loads(cli.stdout)["text"] == b["text"] == server_answers[i], (i, b["raw"])
     assert any(raws), "the model wrote nothing at any point: the comparison would be vacuous"
+
+
+# ---- the confidence gate -----------------------------------------------------------------------
+
+def test_lines_the_model_was_unsure_of_are_cut_from_the_end():
+    from diffill.lsp.pipeline.confidence_gate import keep
+    text = "for x in xs:\n    total += x\n    junk junk"
+    assert keep(text, (0.9, 0.8, 0.1), 0.5) == "for x in xs:\n    total += x"
+    assert keep(text, (0.2, 0.9, 0.9), 0.5) == ""
+    assert keep(text, (0.9, 0.9, 0.9), 0.5) == text
+    assert keep(text, None, 0.5) == text  # a fill that does not say passes
+    assert keep(text, (0.1, 0.1, 0.1), 0.0) == text  # threshold 0: the gate is off
+
+
+def test_the_pipeline_applies_the_confidence_gate_before_the_trim_and_traces_it():
+    from diffill.lsp.pipeline.fill import FillReply
+
+    class Unsure(FixedFill):
+        async def __call__(self, request):
+            return FillReply("y = 1\n    for i in x:\n        y += i\n    return y",
+                             line_confidence=(0.9, 0.8, 0.05, 0.9))
+
+    text = "def f(x):\n    \n\n\nprint(f(1))\n"
+    outcome = run(pipeline.Request(text, text.index("\n", 10), "python", min_confidence=0.3), Unsure())
+    assert outcome.text.startswith("y = 1") and "y += i" not in outcome.text
+    assert outcome.trimmed.trace[0].filter == "confidence_gate"
+    assert outcome.trimmed.trace[0].after == "y = 1\n    for i in x:"
+    refused = run(pipeline.Request(text, text.index("\n", 10), "python", min_confidence=0.95), Unsure())
+    assert refused.text == "" and refused.raw.startswith("y = 1")

@@ -168,3 +168,24 @@ def test_the_mask_process_ends_the_middle_only_where_the_end_tokens_hold_half_th
     probs = torch.tensor([[[0.3, 0.1, 0.25, 0.2, 0.15], [0.3, 0.4, 0.1, 0.1, 0.1]]])
     assert mask_predictions(probs, ends).tolist() == [[2, 1]]
     assert probs.argmax(-1).tolist() == [[0, 1]]  # what a plain argmax would have chosen
+
+
+def test_the_sampler_reports_each_tokens_probability_and_the_infiller_a_confidence_per_line(fim_checkpoint):
+    import math
+
+    from diffill.model.engine.infill import Infiller, line_confidence
+    m = load_model(fim_checkpoint)
+    res = Infiller(m).fill("def f(x):\n    return ", "\n", canvas_length=16, max_steps=4)
+    assert res.line_confidence is not None and len(res.line_confidence) == res.text.count("\n") + 1
+    assert all(0.0 <= p <= 1.0 and not math.isnan(p) for p in res.line_confidence)
+    tok = m.tokenizer
+    ids = tok.encode("a\nb\nc")
+    probs = [0.9, 0.5, 0.8, 0.2, 0.7][: len(ids)] + [0.6] * max(0, len(ids) - 5)
+    per_line = line_confidence(tok, ids, probs, tok.decode(ids))
+    assert len(per_line) == 3
+    # each line's value is the least probable token on it
+    lines, line = [1.0, 1.0, 1.0], 0
+    for i, p in zip(ids, probs):
+        lines[line] = min(lines[line], p)
+        line += tok.decode([i]).count("\n")
+    assert per_line == [round(x, 4) for x in lines]

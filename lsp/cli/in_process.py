@@ -19,7 +19,8 @@ class InProcessFill:
         res = self.infiller.fill(request.prefix, request.suffix, canvas_length=request.canvas_length,
                                  max_steps=request.max_steps, seed=request.seed, doc_key=request.doc or None,
                                  language=request.language, max_lines=request.max_lines)
-        return FillReply(res.text, res.steps, res.ms, res.cancelled, res.reused_tokens, res.encoded_tokens)
+        return FillReply(res.text, res.steps, res.ms, res.cancelled, res.reused_tokens, res.encoded_tokens,
+                         line_confidence=tuple(res.line_confidence) if res.line_confidence else None)
 
 
 def context_tokens_of(model) -> int:

@@ -9,10 +9,12 @@ benchmarks all call these; only the `fill` differs (see fill.py). Torch-free.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from diffill.lsp.code.span import Span, decide_span
-from diffill.lsp.code.trim import Trimmed, trim
+from diffill.lsp.code.trim import Cut, Trimmed, trim
+from diffill.lsp.pipeline import confidence_gate
 from diffill.lsp.pipeline.fill import Fill, FillReply, FillRequest
 from diffill.lsp.pipeline.language_gate import refusal
 from diffill.lsp.pipeline.windows import ContextWindows, Window
@@ -39,6 +41,7 @@ class Request:
     seed: int = 0
     model_languages: tuple[str, ...] | None = None  # what the checkpoint was trained for; None: all
     force_languages: tuple[str, ...] = ()           # the user's override of the language gate
+    min_confidence: float = confidence_gate.THRESHOLD  # lines the model was less sure of are not shown
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,19 @@ def plan(request: Request, windows: ContextWindows | None = None) -> Plan:
 
 
 def shape(plan: Plan, reply: FillReply) -> Outcome:
-    """Trim a fill's raw text for the plan's cursor (the reply of a cancelled fill shows nothing)."""
+    """The gates after the fill, then the trim on the document region (the reply of a cancelled fill
+    shows nothing). The confidence gate cuts the raw text first, so that every trim filter (the
+    parse-clean cut among them) sees what is left."""
     if reply.cancelled or not reply.text:
         return Outcome("", 0, plan, reply, None)
-    trimmed = trim(plan.request.language, *plan.region, reply.text, plan.span)
+    raw = confidence_gate.keep(reply.text, reply.line_confidence, plan.request.min_confidence)
+    gated = (Cut("confidence_gate", reply.text, raw),) if raw != reply.text else ()
+    if not raw.strip():
+        return Outcome("", 0, plan, reply, Trimmed("", trace=gated))
+    trimmed = trim(plan.request.language, *plan.region, raw, plan.span)
+    trimmed = dataclasses.replace(trimmed, trace=gated + trimmed.trace)
     (_, _), (end_line, end_char) = trimmed.replace_range
-    return Outcome(trimmed.text, end_char if end_line == 0 else 0, plan, reply, trimmed)
+    return Outcome(trimmed.text, end_char if end_line == 0 and trimmed.text else 0, plan, reply, trimmed)
 
 
 async def finish(plan: Plan, fill: Fill) -> Outcome:

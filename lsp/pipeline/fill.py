@@ -31,6 +31,9 @@ class FillReply:
     reused_tokens: int = 0
     encoded_tokens: int = 0
     queue_ms: float = 0.0
+    # per line of `text`: how sure the model was of it (the least probable committed token's
+    # probability); None when the fill does not say
+    line_confidence: tuple[float, ...] | None = None
 
 
 Fill = Callable[[FillRequest], Awaitable[FillReply]]

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from diffill.lsp.pipeline import complete as pipeline
+from diffill.lsp.pipeline import confidence_gate
 from diffill.lsp.pipeline.fill import Fill
 from diffill.lsp.pipeline.windows import ContextWindows
 from diffill.lsp.server.completion_cache import CompletionCache
@@ -164,7 +165,9 @@ class Completer:
         return pipeline.Request(text, offset, doc.language_id, self.context_tokens(), doc=doc.uri,
                                 prefix_share=s.prefix_share, suffix_share=s.suffix_share,
                                 canvas_cap=s.canvas_cap, max_steps=s.max_steps,
-                                model_languages=self.model_languages, force_languages=s.force_languages)
+                                model_languages=self.model_languages, force_languages=s.force_languages,
+                                min_confidence=(confidence_gate.THRESHOLD if s.min_confidence is None
+                                                else s.min_confidence))
 
     def _current(self, doc: Document, ticket: Ticket, version: int) -> bool:
         if self.latest.is_current(doc.uri, ticket) and doc.version == version:

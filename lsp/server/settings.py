@@ -37,6 +37,7 @@ class Settings:
     suffix_share: float = 0.25          # the suffix gets at most this share
     languages: tuple[str, ...] | None = None  # language ids to complete; None: all
     force_languages: tuple[str, ...] = ()     # complete these although the model was not trained for them
+    min_confidence: float | None = None       # lines the model was less sure of are not shown; None: calibrated default
     worker_mode: str = "shared"         # shared: per-user daemon over a socket; private: a child process
     worker_socket: str | None = None    # socket path of the shared worker; None: the per-user default
     worker_idle_timeout_s: int = 900    # a shared worker exits after this long without requests
@@ -131,6 +132,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "suffixShare": ("suffix_share", _share),
     "languages": ("languages", _languages),
     "forceLanguages": ("force_languages", _forced_languages),
+    "minConfidence": ("min_confidence", _optional(_share)),
     "workerMode": ("worker_mode", _choice(WORKER_MODES)),
     "workerSocket": ("worker_socket", _optional(_text)),
     "workerIdleTimeout": ("worker_idle_timeout_s", _int(10, 7 * 24 * 3600)),

@@ -402,7 +402,7 @@ class WorkerClient:
             result = FillReply(str(reply.get("text") or ""), int(reply.get("steps") or 0),
                                float(reply.get("ms") or 0.0), bool(reply.get("cancelled")),
                                int(reply.get("reused_tokens") or 0), int(reply.get("encoded_tokens") or 0),
-                               float(reply.get("queue_ms") or 0.0))
+                               float(reply.get("queue_ms") or 0.0), _confidence(reply.get("line_confidence")))
             if result.cancelled:
                 self.stats["cancelled"] += 1
                 self.stats["wasted_steps"] += result.steps
@@ -523,3 +523,10 @@ class WorkerClient:
     def worker_pid(self) -> int | None:
         pid = self.status.get("pid")
         return int(pid) if pid else None
+
+
+def _confidence(value) -> tuple[float, ...] | None:
+    """The worker's per-line confidence, if it sent a well-formed one."""
+    if not isinstance(value, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in value):
+        return None
+    return tuple(float(x) for x in value)

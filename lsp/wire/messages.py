@@ -16,7 +16,7 @@ Client -> worker:
   {"op": "shutdown"}                                   the worker exits (a shared one too)
 Worker -> client:
   {"op": "result", "id", "text", "steps", "ms", "cancelled", "reused_tokens", "encoded_tokens",
-   "queue_ms", "steps_after_cancel"}
+   "queue_ms", "steps_after_cancel", "line_confidence": [float]|null (per line of text)}
   {"op": "error", "id": int|null, "message": str}
   {"op": "status", "state": "loading"|"ready"|"busy"|"error", "message": str, "last_ms": float|null,
    "model": str|null, "tokenizer": str|null, "pid": int, "stats": {...}}

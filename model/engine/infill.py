@@ -27,6 +27,7 @@ class FillResult:
     encoded_tokens: int
     canvas_length: int
     prompt_format: str
+    line_confidence: list[float] | None = None  # per line of `text`: the least probable token's probability
 
 
 _UNPRINTABLE = {c: None for c in list(range(0, 9)) + [11, 12] + list(range(14, 32)) + [127, 0xFFFD]}
@@ -36,6 +37,18 @@ def printable(text: str) -> str:
     """Drop control characters (but tab and line breaks) and U+FFFD (bytes that did not decode):
     nothing an editor should insert into a file."""
     return text.translate(_UNPRINTABLE)
+
+
+def line_confidence(tokenizer, tokens: list[int], probs: list[float], text: str) -> list[float]:
+    """Per line of `text` (the decoded `tokens`): the lowest probability of a token on that line."""
+    lines = [1.0] * (text.count("\n") + 1)
+    line = 0
+    for token, p in zip(tokens, probs):
+        if line >= len(lines):
+            break
+        lines[line] = min(lines[line], float(p))
+        line += tokenizer.decode([token]).count("\n")
+    return [round(x, 4) for x in lines]
 
 
 def common_prefix_len(a: list[int], b: list[int]) -> int:
@@ -102,7 +115,9 @@ class Infiller:
         tokens = r.tokens[0]
         if prompt.middle_len is not None:
             tokens = tokens[: prompt.middle_len]
+        probs = r.confidence[0][: len(tokens)] if r.confidence else []
         text = "" if r.cancelled else cut_at_stops(printable(m.tokenizer.decode(tokens)), prompt.stop_texts)
+        confidence = line_confidence(m.tokenizer, tokens, probs, text) if probs and not r.cancelled else None
         return FillResult(text=text, tokens=tokens, steps=r.steps, ms=(time.perf_counter() - t0) * 1000,
                           cancelled=r.cancelled, reused_tokens=reused, encoded_tokens=encoded,
-                          canvas_length=c, prompt_format=self.format)
+                          canvas_length=c, prompt_format=self.format, line_confidence=confidence)

@@ -52,6 +52,9 @@ class SampleResult:
     canvases: int
     cancelled: bool = False
     stats: list[StepStats] = field(default_factory=list)
+    # per row, aligned with tokens: the probability the model gave each token when it was committed
+    # (mask) or at the last step (uniform); what the confidence gate reads
+    confidence: list[list[float]] = field(default_factory=list)
 
 
 def linear_temperature(settings: GenerationSettings, n: int, max_steps: int) -> float:
@@ -99,7 +102,7 @@ class Cancelled(Exception):
     pass
 
 
-def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report):
+def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report, confidence_out=None):
     v = model.config.vocab_size
     dev = model.device
     canvas = _apply_clamp(torch.randint(0, v, (b, c), device=dev, generator=gen), clamp)
@@ -138,6 +141,8 @@ def _denoise_uniform(model, cache, b, c, settings, max_steps, gen, clamp, report
         report(steps, int(accept.sum()), float(ent.mean()), bool(finished.all()))
         if finished.all():
             break
+    if confidence_out is not None:  # [B, C]: the last step's probability of each argmax token
+        confidence_out.append(sc_probs.gather(-1, argmax[..., None]).squeeze(-1))
     return argmax, steps
 
 
@@ -147,7 +152,7 @@ def _committed_prefix(canvas: torch.Tensor, committed: torch.Tensor) -> list[lis
     return [canvas[r, : int(upto[r])].tolist() for r in range(canvas.shape[0])]
 
 
-def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, done_when=None):
+def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, done_when=None, confidence_out=None):
     tok = model.tokenizer
     dev = model.device
     mask_id = tok.mask_id
@@ -157,6 +162,7 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, d
     ends = torch.tensor(sorted({*tok.eos_ids, *([tok.pad_id] if tok.pad_id is not None else [])}), device=dev)
     canvas = _apply_clamp(torch.full((b, c), mask_id, dtype=torch.long, device=dev), clamp)
     committed = canvas != mask_id
+    conf = torch.ones(b, c, device=dev)  # [B, C] probability of each token when it was committed
     sc = None
     steps = 0
     for n in range(max_steps, 0, -1):
@@ -173,6 +179,7 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, d
         rank = torch.argsort(torch.argsort(ent.masked_fill(~open_, float("inf")), -1), -1)
         accept |= (rank < need[:, None]) & open_
         canvas = torch.where(accept, pred, canvas)
+        conf = torch.where(accept & open_, probs.gather(-1, pred[..., None]).squeeze(-1), conf)
         committed |= accept
         sc = proc
         steps += 1
@@ -186,6 +193,8 @@ def _denoise_mask(model, cache, b, c, settings, max_steps, gen, clamp, report, d
         report(steps, int(accept.sum()), float(ent[open_].mean()) if open_.any() else 0.0, done)
         if done:
             break
+    if confidence_out is not None:
+        confidence_out.append(conf)
     if done_when is not None and not bool(committed.all()):  # an early stop: keep the committed prefix
         prefix = _committed_prefix(canvas, committed)
         out = torch.full_like(canvas, tok.pad_id)
@@ -221,7 +230,8 @@ def sample(model, cache: KVCache, *, canvas_length: int | None = None, max_new_t
     eos = torch.tensor(model.tokenizer.eos_ids if model.tokenizer else settings.eos_token_id, device=model.device)
     out = [[] for _ in range(b)]
     ended = [False] * b
-    result = SampleResult(tokens=out, ended=ended, steps=0, canvases=0)
+    probs_out = [[] for _ in range(b)]
+    result = SampleResult(tokens=out, ended=ended, steps=0, canvases=0, confidence=probs_out)
     denoise = {"uniform": _denoise_uniform, "mask": _denoise_mask}[noise]
     for k in range(math.ceil(max_new / c)):
         def report(step, accepted, mean_entropy, done, k=k):
@@ -229,9 +239,11 @@ def sample(model, cache: KVCache, *, canvas_length: int | None = None, max_new_t
             result.stats.append(s)
             if on_step is not None and on_step(s) is False:
                 raise Cancelled
+        conf: list[torch.Tensor] = []
         try:
             extra = {"done_when": done_when} if noise == "mask" else {}
-            final, steps = denoise(model, cache, b, c, settings, max_steps, generator, clamp, report, **extra)
+            final, steps = denoise(model, cache, b, c, settings, max_steps, generator, clamp, report,
+                                   confidence_out=conf, **extra)
         except Cancelled:
             result.cancelled = True
             result.steps = len(result.stats)
@@ -242,13 +254,15 @@ def sample(model, cache: KVCache, *, canvas_length: int | None = None, max_new_t
         for r in range(b):
             if ended[r]:
                 continue
-            row = final[r].tolist()
+            row, row_conf = final[r].tolist(), conf[0][r].tolist()
             if bool(is_eos[r].any()):
                 cut = int(is_eos[r].float().argmax())
                 out[r].extend(row[:cut])
+                probs_out[r].extend(row_conf[:cut])
                 ended[r] = True
             else:
                 out[r].extend(row)
+                probs_out[r].extend(row_conf)
         if all(ended) or (k + 1) * c >= max_new or clamp is not None:
             break
         # chain: commit this canvas to the cache (ended rows get padding) and start a fresh one

@@ -413,7 +413,8 @@ class Worker:
                 "ms": round(ms, 2), "cancelled": cancelled,
                 "reused_tokens": int(getattr(res, "reused_tokens", 0) or 0),
                 "encoded_tokens": int(getattr(res, "encoded_tokens", 0) or 0),
-                "queue_ms": round((started - job.queued_at) * 1000.0, 2), "steps_after_cancel": after}
+                "queue_ms": round((started - job.queued_at) * 1000.0, 2), "steps_after_cancel": after,
+                "line_confidence": None if cancelled else getattr(res, "line_confidence", None)}
 
     # -- serving --
     async def _connection(self, reader: asyncio.StreamReader, conn: Connection) -> None:

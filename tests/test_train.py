@@ -1,6 +1,5 @@
 """Training the embedded model: the objective, determinism, resuming, export in the engine's layout."""
 import json
-import random
 from types import SimpleNamespace
 
 import pytest

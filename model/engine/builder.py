@@ -4,13 +4,14 @@ writes (decoder keys, tied encoder weights omitted), so both engines load them.
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import torch
 
 from diffill.model.engine.checkpoint import state_for_checkpoint, write_generation_config, write_safetensors
-from diffill.model.engine.config import GenerationSettings, ModelConfig
+from diffill.model.engine.config import GEMMA4_ROPE, GenerationSettings, ModelConfig
 from diffill.model.engine.tokenizer import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX, TURN_CLOSE, TURN_OPEN, Tokenizer, byte_level_tokenizer
 from diffill.model.engine.transformer import DiffusionGemma
 
@@ -43,10 +44,7 @@ def make_config(text: dict, canvas_length: int = 256, noise: str = "uniform", pr
                 vision: dict | None = None) -> dict:
     """A full config.json dict for a DiffusionGemma checkpoint."""
     t = {"model_type": "diffusion_gemma_text", "hidden_activation": "gelu_pytorch_tanh", "rms_norm_eps": 1e-6,
-         "rope_parameters": {
-             "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-             "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
-         },
+         "rope_parameters": copy.deepcopy(GEMMA4_ROPE),
          "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "tie_word_embeddings": True,
          "attention_bias": False, "attention_dropout": 0.0, "max_position_embeddings": 131072,
          "use_bidirectional_attention": None, "final_logit_softcapping": 30.0}

@@ -23,17 +23,27 @@ from diffill.model.engine.transformer import DiffusionGemma, Experts, rope_inv_f
 DECODER, ENCODER = "model.decoder.", "model.encoder.language_model."
 
 
+INDEX = "model.safetensors.index.json"
+
+
+def read_weight_map(directory: Path) -> dict[str, str] | None:
+    """A sharded checkpoint's tensor name -> shard file name, or None without an index."""
+    index = directory / INDEX
+    if not index.is_file():
+        return None
+    try:
+        return json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{index} is malformed ({exc})") from None
+
+
 class _Weights:
     """Name -> tensor over one safetensors file or a sharded index, opened lazily."""
 
     def __init__(self, directory: Path):
         single = directory / "model.safetensors"
-        index = directory / "model.safetensors.index.json"
-        if index.is_file():
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
-                raise CheckpointError(f"{index} is malformed ({exc})") from None
+        weight_map = read_weight_map(directory)
+        if weight_map is not None:
             self.where = {k: directory / v for k, v in weight_map.items()}
         elif single.is_file():
             self.where = {k: single for k in self._keys(single)}
@@ -41,7 +51,7 @@ class _Weights:
             pickles = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt")]
             hint = (f" (found {', '.join(pickles)}: pickle checkpoints are refused; convert them to safetensors)"
                     if pickles else "")
-            raise CheckpointError(f"{directory} has no model.safetensors or model.safetensors.index.json{hint}")
+            raise CheckpointError(f"{directory} has no model.safetensors or {INDEX}{hint}")
         self._open = {}
 
     @staticmethod
@@ -216,7 +226,7 @@ def save_checkpoint(model: DiffusionGemma, out_dir, max_shard_bytes: int | None 
 
 
 def write_safetensors(tensors: dict[str, torch.Tensor], out: Path, max_shard_bytes: int | None = None):
-    for old in list(out.glob("model*.safetensors")) + list(out.glob("model.safetensors.index.json")):
+    for old in list(out.glob("model*.safetensors")) + list(out.glob(INDEX)):
         old.unlink()
     total = sum(t.numel() * t.element_size() for t in tensors.values())
     if max_shard_bytes is None or total <= max_shard_bytes:
@@ -235,7 +245,7 @@ def write_safetensors(tensors: dict[str, torch.Tensor], out: Path, max_shard_byt
         fname = f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
         save_file(shard, str(out / fname), metadata={"format": "pt"})
         weight_map.update({k: fname for k in shard})
-    (out / "model.safetensors.index.json").write_text(
+    (out / INDEX).write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n", encoding="utf-8")
 
 

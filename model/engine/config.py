@@ -13,6 +13,14 @@ ARCHITECTURE = "DiffusionGemmaForBlockDiffusion"
 MODEL_TYPE = "diffusion_gemma"
 
 
+# Gemma 4's RoPE per layer kind: sliding layers rotate all of head_dim at theta 1e4, full layers a
+# quarter of it ("proportional") at theta 1e6.
+GEMMA4_ROPE = {
+    "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
+    "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25, "rope_theta": 1_000_000.0},
+}
+
+
 class CheckpointError(Exception):
     """A checkpoint that cannot be loaded; the message says what is wrong and what to do."""
 
@@ -78,11 +86,7 @@ class ModelConfig:
                 if t.get("num_global_key_value_heads") is not None:
                     full["num_key_value_heads"] = int(t["num_global_key_value_heads"])
                 overrides = {i: full for i, k in enumerate(kinds) if k == "full_attention"}
-            rope = t.get("rope_parameters") or {
-                "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0},
-                "full_attention": {"rope_type": "proportional", "partial_rotary_factor": 0.25,
-                                   "rope_theta": 1_000_000.0},
-            }
+            rope = t.get("rope_parameters") or GEMMA4_ROPE
             layers = []
             for i, kind in enumerate(kinds):
                 o = overrides.get(i, {})

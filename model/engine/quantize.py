@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -22,10 +21,10 @@ from safetensors.torch import save_file
 
 from diffill.kernels import quant
 
+from diffill.model.engine.checkpoint import INDEX, read_weight_map
 from diffill.model.engine.config import CheckpointError
 
 EXPERT_SUFFIXES = (".experts.gate_up_proj", ".experts.down_proj")
-INDEX = "model.safetensors.index.json"
 
 
 def is_expert_weight(key: str) -> bool:
@@ -106,11 +105,8 @@ def quantize_checkpoint(model_dir, out_dir, fmt: str, group_size: int = quant.DE
 
 
 def _shards(src: Path) -> list[str]:
-    if (src / INDEX).is_file():
-        try:
-            weight_map = json.loads((src / INDEX).read_text(encoding="utf-8"))["weight_map"]
-        except (json.JSONDecodeError, KeyError, UnicodeDecodeError) as exc:
-            raise CheckpointError(f"{src / INDEX} is malformed ({exc})") from None
+    weight_map = read_weight_map(src)
+    if weight_map is not None:
         shards = sorted(set(weight_map.values()))
         missing = [s for s in shards if not (src / s).is_file()]
         if missing:

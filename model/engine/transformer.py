@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from diffill import kernels
+from diffill.kernels.moe_reference import gelu_tanh
 
 from diffill.model.engine.config import LayerSpec, ModelConfig
 from diffill.model.engine.kv_cache import KVCache
@@ -36,10 +37,6 @@ class RMSNorm(nn.Module):
         if self.weight is not None:
             y = y * self.weight.float()
         return y.type_as(x)
-
-
-def gelu_tanh(x):
-    return F.gelu(x, approximate="tanh")
 
 
 def rope_inv_freq(spec: LayerSpec) -> torch.Tensor:
@@ -193,6 +190,21 @@ def _additive(allowed: torch.Tensor, dtype) -> torch.Tensor:
         ~allowed, torch.finfo(dtype).min)
 
 
+def decoder_window(cfg: ModelConfig, cache: KVCache, c: int, dtype):
+    """What the decoder's layers read of the cache: per layer kind, the first cached position
+    (sliding layers see the last W - 1, full layers all of them) and the additive mask [B, 1, 1, S_l + C]
+    over those positions and the canvas, or None when nothing is masked. The canvas sees itself
+    entirely; only cached padding is masked."""
+    b, s = cache.batch_size, cache.length
+    window = {"full_attention": 0, "sliding_attention": max(0, s - (cfg.sliding_window - 1))}
+    masks = {}
+    for kind, start in window.items():
+        pad = cache.pad[:, start:]
+        masks[kind] = None if not bool(pad.any()) else _additive(
+            torch.cat([~pad, torch.ones(b, c, dtype=torch.bool, device=pad.device)], 1)[:, None, None, :], dtype)
+    return window, masks
+
+
 class DiffusionGemma(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -291,8 +303,7 @@ class DiffusionGemma(nn.Module):
         return self.head(self.decode_hidden(canvas_ids, cache, self_cond_logits, self_cond_probs))
 
     def decode_hidden(self, canvas_ids, cache: KVCache, self_cond_logits=None, self_cond_probs=None):
-        cfg = self.config
-        b, c = canvas_ids.shape
+        c = canvas_ids.shape[1]
         if cache is None or cache.length == 0:
             raise ValueError("the decoder reads the encoder's cache: encode a prompt first")
         s = cache.length
@@ -301,15 +312,7 @@ class DiffusionGemma(nn.Module):
             soft = self.soft_embedding(self_cond_logits, self_cond_probs)
         x = self.self_conditioning(self.embed(canvas_ids), soft)
         ropes = self._rope(torch.arange(s, s + c, device=canvas_ids.device), x.dtype)
-        # Sliding layers see the last W-1 cached positions, full layers all of them; the canvas sees
-        # itself entirely. Only cached padding is masked.
-        window = {"full_attention": 0, "sliding_attention": max(0, s - (cfg.sliding_window - 1))}
-        masks = {}
-        for kind, start in window.items():
-            pad = cache.pad[:, start:]
-            masks[kind] = None if not bool(pad.any()) else _additive(
-                torch.cat([~pad, torch.ones(b, c, dtype=torch.bool, device=pad.device)], 1)[:, None, None, :],
-                x.dtype)
+        window, masks = decoder_window(self.config, cache, c, x.dtype)
         for i, layer in enumerate(self.layers):
             cos, sin = ropes[i]
             kind = layer.self_attn.spec.kind

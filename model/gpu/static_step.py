@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from diffill.model.engine.kv_cache import KVCache
-from diffill.model.engine.transformer import DiffusionGemma, _additive
+from diffill.model.engine.transformer import DiffusionGemma, decoder_window
 
 
 class StaticDenoiser:
@@ -34,8 +34,8 @@ class StaticDenoiser:
         self.soft = torch.zeros(b, c, cfg.hidden_size, dtype=dt, device=dev)     # input [B, C, H]
         self.hidden = torch.zeros(b, c, cfg.hidden_size, dtype=dt, device=dev)   # output [B, C, H]
         self.logits = torch.zeros(b, c, cfg.vocab_size, device=dev) if with_logits else None  # [B, C, V] fp32
-        start = {"full_attention": 0, "sliding_attention": max(0, s - (cfg.sliding_window - 1))}
-        self.k, self.v, self.masks = [], [], {}
+        start, self.masks = decoder_window(cfg, cache, c, dt)
+        self.k, self.v = [], []
         for i, layer in enumerate(model.layers):
             first = start[layer.self_attn.spec.kind]
             for bufs, src in ((self.k, cache.k[i]), (self.v, cache.v[i])):
@@ -43,10 +43,6 @@ class StaticDenoiser:
                 buf = torch.empty(b, kept.shape[1], kept.shape[2] + c, kept.shape[3], dtype=kept.dtype, device=dev)
                 buf[:, :, : kept.shape[2]].copy_(kept)
                 bufs.append(buf)
-        for kind, first in start.items():  # only cached padding is masked; the canvas sees itself entirely
-            pad = cache.pad[:, first:]
-            self.masks[kind] = None if not bool(pad.any()) else _additive(
-                torch.cat([~pad, torch.ones(b, c, dtype=torch.bool, device=dev)], 1)[:, None, None, :], dt)
         self.ropes = model._rope(torch.arange(s, s + c, device=dev), dt)
         self.graph = None
         if capture is None:

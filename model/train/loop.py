@@ -31,7 +31,7 @@ from diffill.model.engine.builder import build_model, make_config
 from diffill.model.engine.checkpoint import save_checkpoint
 from diffill.model.engine.config import GenerationSettings
 from diffill.model.train.corpus import write_manifest
-from diffill.model.train.fim_data import CANVAS_LENGTHS, FimExamples, collate, load_texts
+from diffill.model.train.fim_data import FimExamples, collate, load_texts
 from diffill.model.train.objective import Batch, RouterBalance, training_loss
 from diffill.model.engine.tokenizer import Tokenizer
 

@@ -11,7 +11,7 @@ import {
     WorkDoneProgress,
     WorkDoneProgressCreateRequest,
 } from "vscode-languageclient/node";
-import { configurationPayload, languageEnabled, readSettings, serverCommand, Settings } from "./settings";
+import { API_KEY_SECRET, configurationPayload, languageEnabled, readSettings, serverCommand, serverEnv, Settings } from "./settings";
 import { applyServerStatus, isServerStatus, STATUS_METHOD, statusItem, StatusView } from "./status";
 
 const SECTION = "diffill";
@@ -21,6 +21,7 @@ let log: vscode.LogOutputChannel;
 let statusBar: vscode.StatusBarItem;
 let view: StatusView = { state: "starting", message: "" };
 let settings: Settings;
+let secrets: vscode.SecretStorage;
 
 function currentSettings(): Settings {
     const config = vscode.workspace.getConfiguration(SECTION);
@@ -33,6 +34,7 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
     statusBar.name = "diffill";
     context.subscriptions.push(log, statusBar);
     settings = currentSettings();
+    secrets = context.secrets;
 
     const setEnabled = (enable: boolean) =>
         vscode.workspace.getConfiguration(SECTION).update("enable", enable, vscode.ConfigurationTarget.Global);
@@ -42,6 +44,12 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         vscode.commands.registerCommand("diffill.toggle", () => setEnabled(!settings.enable)),
         vscode.commands.registerCommand("diffill.restart", () => restart()),
         vscode.commands.registerCommand("diffill.showLog", () => log.show(true)),
+        vscode.commands.registerCommand("diffill.setRemoteApiKey", () => setRemoteApiKey()),
+        vscode.commands.registerCommand("diffill.clearRemoteApiKey", async () => {
+            await secrets.delete(API_KEY_SECRET);
+            log.info("the remote server key was removed from VS Code's secret storage; restarting the server");
+            await restart();
+        }),
         vscode.workspace.onDidChangeConfiguration((event) => onConfigurationChanged(event)),
     );
 
@@ -69,6 +77,12 @@ async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): P
         await restart();
         return;
     }
+    if (settings.server.backend !== previous.server.backend || settings.server.remote.apiKeyEnv !== previous.server.remote.apiKeyEnv) {
+        // the key travels in the server's environment, which is set when it starts
+        log.info("backend or remote.apiKeyEnv changed: restarting the server");
+        await restart();
+        return;
+    }
     if (settings.enable !== previous.enable) {
         if (settings.enable && client === undefined) {
             await start();
@@ -81,12 +95,29 @@ async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): P
     }
 }
 
+async function setRemoteApiKey(): Promise<void> {
+    const name = settings.server.remote.apiKeyEnv;
+    const key = await vscode.window.showInputBox({
+        title: "diffill: remote server key",
+        prompt: `The key of ${settings.server.remote.url ?? "the remote server"}. It is kept in VS Code's secret storage and given to the diffill server as ${name}.`,
+        password: true,
+        ignoreFocusOut: true,
+    });
+    if (key === undefined || key.trim() === "") {
+        return;
+    }
+    await secrets.store(API_KEY_SECRET, key.trim());
+    log.info(`the remote server key is stored; restarting the server with it in ${name}`);
+    await restart();
+}
+
 async function start(): Promise<void> {
     const { command, args } = serverCommand(settings);
+    const apiKey = await secrets.get(API_KEY_SECRET);
     const serverOptions: ServerOptions = {
         command,
         args,
-        options: { env: { ...process.env, ...settings.env } },
+        options: { env: { ...process.env, ...serverEnv(settings, apiKey) } },
     };
     const clientOptions: LanguageClientOptions = {
         documentSelector: [{ scheme: "file" }, { scheme: "untitled" }],

@@ -2,6 +2,20 @@
 // the options it reads (initializationOptions and workspace/didChangeConfiguration, same names as
 // the server's settings). Plain functions with no `vscode` import, so the unit tests run them under node.
 
+/** The server's `remote` settings: a serving engine (vLLM, NIM) instead of the local model. The key is
+ * never one of them: it travels in the server's environment, under the name `apiKeyEnv`. */
+export interface RemoteOptions {
+    url: string | null;
+    model: string | null; // null: the first model the server lists
+    endpoint: string; // completions (vLLM, self-hosted NIM) | chat (hosted NIM)
+    apiKeyEnv: string;
+    caBundle: string | null;
+    insecureSkipTlsVerify: boolean;
+    allowInsecureHttp: boolean;
+    timeoutMs: number;
+    [extra: string]: unknown;
+}
+
 /** Options sent to the server. Every key is always sent, so a change back to a default reaches it too. */
 export interface ServerOptions {
     model: string | null;
@@ -12,6 +26,8 @@ export interface ServerOptions {
     debounceMs: number;
     contextTokens: number | null; // null: the checkpoint's own budget
     languages: string[] | null;
+    backend: string; // local | remote
+    remote: RemoteOptions;
     [extra: string]: unknown;
 }
 
@@ -36,7 +52,21 @@ export const DEFAULTS: ServerOptions = {
     debounceMs: 75,
     contextTokens: null,
     languages: null,
+    backend: "local",
+    remote: {
+        url: null,
+        model: null,
+        endpoint: "completions",
+        apiKeyEnv: "DIFFILL_API_KEY",
+        caBundle: null,
+        insecureSkipTlsVerify: false,
+        allowInsecureHttp: false,
+        timeoutMs: 6000,
+    },
 };
+
+/** Where the extension keeps the remote server's key (VS Code's secret storage). */
+export const API_KEY_SECRET = "diffill.remote.apiKey";
 
 function text(value: unknown): string | null {
     return typeof value === "string" && value.trim() !== "" ? value.trim() : null;
@@ -69,6 +99,8 @@ export function readSettings(get: Getter): Settings {
         debounceMs: count(get("debounceMs")) ?? DEFAULTS.debounceMs,
         contextTokens: count(get("contextTokens")) || null,
         languages: languages === null || languages.includes("*") ? null : languages,
+        backend: text(get("backend")) === "remote" ? "remote" : "local",
+        remote: readRemote(get, isRecord(extra) && isRecord(extra.remote) ? extra.remote : {}),
     };
     return {
         enable: get("enable") !== false,
@@ -77,6 +109,32 @@ export function readSettings(get: Getter): Settings {
         env: isRecord(env) && Object.values(env).every((v) => typeof v === "string") ? (env as Record<string, string>) : {},
         server,
     };
+}
+
+function readRemote(get: Getter, extra: Record<string, unknown>): RemoteOptions {
+    const d = DEFAULTS.remote;
+    const endpoint = text(get("remote.endpoint"));
+    return {
+        ...extra,
+        url: text(get("remote.url")),
+        model: text(get("remote.model")),
+        endpoint: endpoint === "chat" ? "chat" : d.endpoint,
+        apiKeyEnv: text(get("remote.apiKeyEnv")) ?? d.apiKeyEnv,
+        caBundle: text(get("remote.caBundle")),
+        insecureSkipTlsVerify: get("remote.insecureSkipTlsVerify") === true,
+        allowInsecureHttp: get("remote.allowInsecureHttp") === true,
+        timeoutMs: count(get("remote.timeoutMs")) || d.timeoutMs,
+    };
+}
+
+/** The server process's environment on top of the editor's: `server.env`, and the stored key under the
+ * name the server reads it from (only with the remote backend, so a local model never sees it). */
+export function serverEnv(settings: Settings, apiKey: string | undefined): Record<string, string> {
+    const env = { ...settings.env };
+    if (apiKey && settings.server.backend === "remote") {
+        env[settings.server.remote.apiKeyEnv] = apiKey;
+    }
+    return env;
 }
 
 /** How the server process is started: an explicit command, a Python interpreter, or `diffill` on PATH. */

@@ -39,6 +39,20 @@ function M.check()
     health.ok(('server command: %s'):format(table.concat(vim.list_extend({ exe }, vim.list_slice(cmd, 2)), ' ')))
   end
 
+  local settings = diffill.options.settings or {}
+  if settings.backend == 'remote' then
+    local remote = settings.remote or {}
+    local name = diffill.api_key_env()
+    health.info(('backend: remote, %s (%s endpoint)'):format(remote.url or '(remote.url not set)', remote.endpoint or 'completions'))
+    if diffill.options.remote_key_cmd then
+      health.ok(('key: from remote_key_cmd, given to the server as %s'):format(name))
+    elseif vim.env[name] and vim.env[name] ~= '' then
+      health.ok(('key: %s is set in the environment'):format(name))
+    else
+      health.info(('key: %s is not set (fine for a server without --api-key)'):format(name))
+    end
+  end
+
   local clients = diffill.clients()
   if #clients == 0 then
     health.info('no diffill server is running: open a file to start one')

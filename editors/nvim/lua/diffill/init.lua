@@ -7,6 +7,15 @@
 ---   filetypes = nil,                -- nil: every file buffer
 --- })
 ---
+--- A serving engine (vLLM, NVIDIA NIM) instead of the local model, with the server's own setting names:
+---
+--- require('diffill').setup({
+---   settings = { backend = 'remote',
+---                remote = { url = 'https://gpu1:8000/v1', model = nil, endpoint = 'completions',
+---                           apiKeyEnv = 'DIFFILL_API_KEY' } },
+---   remote_key_cmd = { 'pass', 'show', 'diffill/gpu1' },  -- optional: prints the key; it reaches the server
+--- })                                                      -- as apiKeyEnv, never the settings or the log
+---
 --- Neovim >= 0.12 shows the server's completions with vim.lsp.inline_completion; 0.10 and 0.11 draw
 --- them with extmarks from the same textDocument/inlineCompletion request (lua/diffill/ghost.lua).
 local M = {}
@@ -24,6 +33,7 @@ M.defaults = {
   root_markers = { '.git' },
   enabled = true,
   debounce_ms = 100, -- 0.10/0.11 only: wait after a keystroke before asking (the server debounces too)
+  remote_key_cmd = nil, ---@type string[]? command printing the remote server's key (settings.backend = 'remote')
 }
 
 M.options = vim.deepcopy(M.defaults)
@@ -153,15 +163,41 @@ local function on_attach(client, bufnr)
   end
 end
 
+--- The name the server reads the remote key from (settings.remote.apiKeyEnv, default DIFFILL_API_KEY).
+function M.api_key_env(opts)
+  local remote = (opts or M.options).settings and (opts or M.options).settings.remote or {}
+  return type(remote.apiKeyEnv) == 'string' and remote.apiKeyEnv or 'DIFFILL_API_KEY'
+end
+
+--- cmd_env with the remote key from `remote_key_cmd` (run once per client start; never logged).
+function M.server_env(opts)
+  opts = opts or M.options
+  local env = vim.deepcopy(opts.cmd_env or {})
+  local settings = opts.settings or {}
+  if settings.backend == 'remote' and opts.remote_key_cmd then
+    local ok, out = pcall(vim.fn.system, opts.remote_key_cmd)
+    local key = ok and vim.v.shell_error == 0 and vim.trim(out or '') or ''
+    if key ~= '' then
+      env[M.api_key_env(opts)] = key
+    else
+      vim.notify('diffill: remote_key_cmd gave no key (exit ' .. vim.v.shell_error .. ')', vim.log.levels.WARN)
+    end
+  end
+  return next(env) ~= nil and env or nil
+end
+
 local function client_config()
   local opts = M.options
   local settings = vim.deepcopy(opts.settings or {})
+  if type(settings.remote) == 'table' and next(settings.remote) == nil then
+    settings.remote = vim.empty_dict()
+  end
   if next(settings) == nil then
     settings = vim.empty_dict() -- a JSON object, not an empty array
   end
   return {
     cmd = M.server_cmd(opts),
-    cmd_env = opts.cmd_env,
+    cmd_env = M.server_env(opts),
     filetypes = opts.filetypes,
     root_markers = opts.root_markers,
     init_options = settings,

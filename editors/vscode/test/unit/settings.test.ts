@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
-import { configurationPayload, DEFAULTS, languageEnabled, readSettings, serverCommand } from "../../src/settings";
+import { configurationPayload, DEFAULTS, languageEnabled, readSettings, serverCommand, serverEnv } from "../../src/settings";
 
 const from = (values: Record<string, unknown>) => readSettings((key) => values[key]);
 
@@ -31,6 +31,8 @@ test("set options are passed under the server's names", () => {
         debounceMs: 0,
         contextTokens: 4096,
         languages: ["python", "rust"],
+        backend: "local",
+        remote: DEFAULTS.remote,
     });
     assert.deepEqual(configurationPayload(settings), { diffill: settings.server });
 });
@@ -79,4 +81,39 @@ test("the disable switch and the server env are read", () => {
     assert.equal(settings.enable, false);
     assert.deepEqual(settings.env, { DIFFILL_LOG: "debug" });
     assert.deepEqual(from({ "server.env": { BAD: 1 } }).env, {});
+});
+
+test("the remote backend's settings go under remote, with the contract's names", () => {
+    const settings = from({
+        backend: "remote",
+        "remote.url": " https://gpu1:8000/v1 ",
+        "remote.model": "",
+        "remote.endpoint": "chat",
+        "remote.apiKeyEnv": "NVIDIA_API_KEY",
+        "remote.caBundle": "/etc/ssl/team-ca.pem",
+        "remote.timeoutMs": 3000,
+        serverSettings: { remote: { stream: false, url: "ignored" } },
+    });
+    assert.equal(settings.server.backend, "remote");
+    assert.deepEqual(settings.server.remote, {
+        stream: false,
+        url: "https://gpu1:8000/v1",
+        model: null,
+        endpoint: "chat",
+        apiKeyEnv: "NVIDIA_API_KEY",
+        caBundle: "/etc/ssl/team-ca.pem",
+        insecureSkipTlsVerify: false,
+        allowInsecureHttp: false,
+        timeoutMs: 3000,
+    });
+    assert.equal(from({ backend: "cloud" }).server.backend, "local");
+    assert.equal(from({ "remote.endpoint": "embeddings" }).server.remote.endpoint, "completions");
+});
+
+test("the stored key reaches the server's environment under apiKeyEnv, and only for the remote backend", () => {
+    const remote = from({ backend: "remote", "remote.apiKeyEnv": "TEAM_KEY", "server.env": { A: "1" } });
+    assert.deepEqual(serverEnv(remote, "sk-123"), { A: "1", TEAM_KEY: "sk-123" });
+    assert.deepEqual(serverEnv(remote, undefined), { A: "1" });
+    assert.deepEqual(serverEnv(from({ "remote.apiKeyEnv": "TEAM_KEY" }), "sk-123"), {});
+    assert.equal(JSON.stringify(configurationPayload(remote)).includes("sk-123"), false);
 });

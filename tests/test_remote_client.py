@@ -429,3 +429,17 @@ async def test_consecutive_fills_reuse_one_keep_alive_connection(cp):
     finally:
         await f.close()
     assert cp.app.connections == 1
+
+
+async def test_a_connection_closed_before_the_answer_is_tried_once_more_on_a_fresh_one(cp):
+    f = remote(cp.url)
+    try:
+        await f.start()
+        cp.behaviour.drop_requests = 1
+        assert (await f.fill(req())).text == "sum(values)"
+        cp.behaviour.drop_requests = 2
+        with pytest.raises(RemoteError):
+            await f.fill(req())
+    finally:
+        await f.close()
+    assert f.stats["requests"] == 4 and f.stats["failed"] == 1

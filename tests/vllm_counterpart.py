@@ -74,6 +74,7 @@ class Behaviour:
     tokenize: bool = True
     chat_fence: bool = True                  # chat answers come wrapped in a code fence, as a chat model writes them
     redirect_to: str | None = None           # answer completions with a 307 to this URL
+    drop_requests: int = 0                   # close the connection on this many completion requests, unanswered
     script: list = field(default_factory=list)  # (status, headers, message) for the next completion requests
     answers: dict = field(default_factory=dict)  # text before the cursor ends with key -> answer
     default_answer: str = "pass"
@@ -179,6 +180,9 @@ class Server:
         b, body = self.b, rec.body if isinstance(rec.body, dict) else {}
         if b.redirect_to:
             return await self._send(rec, writer, 307, b"", "text/plain", {"location": b.redirect_to})
+        if b.drop_requests > 0:  # as a server does that closes an idle keep-alive connection as a request comes in
+            b.drop_requests -= 1
+            return False
         if b.script:
             status, headers, message = b.script.pop(0)
             return await self._error(rec, writer, status, message, extra=headers)

@@ -315,7 +315,7 @@ class RemoteFill:
 
     async def _send_fill(self, r: FillRequest, called: float, deadline: float, queue_ms: float) -> FillReply:
         path, body, finish = await self._render(r)
-        attempt, without_extensions = 0, False
+        attempt, without_extensions, fresh_connection = 0, False, False
         while True:
             sent_at = time.perf_counter()
             try:
@@ -339,6 +339,9 @@ class RemoteFill:
                 self._fail(exc)
                 raise exc from None
             except RemoteError as exc:
+                if exc.kind == "stale" and not fresh_connection and time.perf_counter() < deadline - 0.05:
+                    fresh_connection = True  # a keep-alive connection the server had just closed: once more
+                    continue
                 self._fail(exc)
                 raise
         if without_extensions:
@@ -362,7 +365,7 @@ class RemoteFill:
         self.stats["failed"] += 1
         if exc.kind == "timeout":
             self.stats["timeouts"] += 1
-        if exc.kind in ("timeout", "unreachable", "protocol", "busy", "auth", "server"):
+        if exc.kind in ("timeout", "unreachable", "protocol", "stale", "busy", "auth", "server"):
             self.breaker.failure(str(exc), hold_s=AUTH_HOLD_S if exc.kind == "auth" else None)
         else:
             self.breaker.success()  # it answered: the server is there, the request was wrong
@@ -592,6 +595,8 @@ class RemoteFill:
                 return RemoteError(f"the certificate of {host} is not trusted ({reason}); set remote.caBundle to "
                                    f"the PEM file of its authority", "config")
             return RemoteError(f"cannot reach {host} ({reason})", "unreachable")
+        if isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in reason:
+            return RemoteError(f"{host} closed the connection before answering", "stale")
         if isinstance(exc, httpx.ProxyError):
             return RemoteError(f"the proxy refused the connection to {host} ({reason})", "unreachable")
         return RemoteError(f"{self.label}: {type(exc).__name__}: {reason}", "protocol")

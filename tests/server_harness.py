@@ -279,3 +279,99 @@ def _lock_of(socket_path: str) -> str:
     with contextlib.suppress(OSError):
         os.unlink(sockets.log_path(socket_path))
     return sockets.lock_path(socket_path)
+
+
+# ---- a raw LSP client: exact bytes in, messages out (framing, lifecycle, soak tests) ------------
+
+class RawServer:
+    """`diffill serve` over pipes, written to byte for byte and read message by message."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.messages: list[dict] = []
+
+    @classmethod
+    async def start(cls, env: dict | None = None) -> "RawServer":
+        proc = await asyncio.create_subprocess_exec(
+            *SERVER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env={**os.environ, **(env or {})}, limit=1 << 24)
+        return cls(proc)
+
+    @staticmethod
+    def frame(message, header: str = "Content-Length: {n}\r\n\r\n", delta: int = 0) -> bytes:
+        import json
+        body = message if isinstance(message, bytes) else json.dumps(message).encode()
+        return header.format(n=len(body) + delta).encode() + body
+
+    async def send_raw(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        await self.proc.stdin.drain()
+
+    async def send(self, message, **framing) -> None:
+        await self.send_raw(self.frame(message, **framing))
+
+    async def request(self, id_, method: str, params=None, **framing) -> None:
+        await self.send({"jsonrpc": "2.0", "id": id_, "method": method, "params": params}, **framing)
+
+    async def notify(self, method: str, params=None, **framing) -> None:
+        await self.send({"jsonrpc": "2.0", "method": method, "params": params}, **framing)
+
+    async def _read_one(self) -> dict | None:
+        import json
+        length = None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                return None
+            if not line.strip():
+                break
+            name, _, value = line.decode().partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        body = await self.proc.stdout.readexactly(length)
+        message = json.loads(body)
+        if message.get("method") in ("window/workDoneProgress/create", "client/registerCapability"):
+            await self.send({"jsonrpc": "2.0", "id": message["id"], "result": None})
+        return message
+
+    async def until(self, predicate, timeout: float = 30.0) -> dict:
+        for message in self.messages:
+            if predicate(message):
+                return message
+
+        async def loop():
+            while True:
+                message = await self._read_one()
+                assert message is not None, "the server closed its output"
+                self.messages.append(message)
+                if predicate(message):
+                    return message
+        return await asyncio.wait_for(loop(), timeout)
+
+    async def response(self, id_, timeout: float = 30.0) -> dict:
+        return await self.until(lambda m: m.get("id") == id_ and ("result" in m or "error" in m), timeout)
+
+    async def initialize(self, options: dict | None = None, id_=0) -> dict:
+        await self.request(id_, "initialize", {"processId": os.getpid(), "rootUri": None, "capabilities": {},
+                                               "initializationOptions": options or {}})
+        reply = await self.response(id_)
+        await self.notify("initialized", {})
+        return reply
+
+    async def close(self, timeout: float = 20.0) -> int:
+        if self.proc.returncode is None:
+            with contextlib.suppress(Exception):
+                self.proc.stdin.close()
+            try:
+                await asyncio.wait_for(self.proc.wait(), timeout)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode
+
+    async def stderr_text(self) -> str:
+        data = await self.proc.stderr.read()
+        return data.decode(errors="replace")
+
+
+NO_WORKER = {"workerMode": "private", "preload": False, "debounceMs": 0}

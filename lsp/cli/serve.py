@@ -34,6 +34,7 @@ def run(args) -> int:
         server.start_tcp("127.0.0.1", args.tcp)
     else:
         server.start_io()
+        return server.exit_code  # 0 after shutdown and exit, 1 for exit (or end of input) without
     return 0
 
 

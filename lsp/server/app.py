@@ -20,15 +20,14 @@ import time
 
 from lsprotocol import types
 from pygls.capabilities import ServerCapabilitiesBuilder
-from pygls.exceptions import JsonRpcInvalidParams
 from pygls.lsp.server import LanguageServer
-from pygls.protocol import LanguageServerProtocol, lsp_method
 
 from diffill.lsp.pipeline.windows import ContextWindows
 from diffill.lsp.server import positions
 from diffill.lsp.server import settings as settings_mod
 from diffill.lsp.server.completer import Completer, Completion
 from diffill.lsp.server.documents import DocumentStore
+from diffill.lsp.server.protocol import DiffillProtocol, serve_stdio
 from diffill.lsp.server.remote.client import RemoteFill
 from diffill.lsp.server.worker_client import WorkerClient, WorkerError, socket_path_for, worker_command
 
@@ -36,35 +35,6 @@ VERSION = "0.1.0"
 STATUS = "diffill/status"
 STATS = "diffill/stats"
 log = logging.getLogger("diffill")
-
-
-class DiffillProtocol(LanguageServerProtocol):
-    """pygls' protocol with two changes: documents live in our DocumentStore (not pygls' workspace),
-    and a request whose params do not parse is answered with InvalidParams instead of silence."""
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_OPEN)
-    def lsp_text_document__did_open(self, params):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_OPEN)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CHANGE)
-    def lsp_text_document__did_change(self, params):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CHANGE)) is not None:
-            yield handler, (params,), None
-
-    @lsp_method(types.TEXT_DOCUMENT_DID_CLOSE)
-    def lsp_text_document__did_close(self, params):
-        if (handler := self.fm.features.get(types.TEXT_DOCUMENT_DID_CLOSE)) is not None:
-            yield handler, (params,), None
-
-    def structure_message(self, data):
-        try:
-            return super().structure_message(data)
-        except Exception as exc:
-            if isinstance(data, dict) and "id" in data and "method" in data:
-                error = exc if isinstance(exc, JsonRpcInvalidParams) else JsonRpcInvalidParams()
-                self._send_response(data["id"], None, error.to_response_error())
-            raise
 
 
 class DiffillServer(LanguageServer):
@@ -84,6 +54,10 @@ class DiffillServer(LanguageServer):
 
     def report_server_error(self, error, source):
         log.error("%s", error)  # malformed traffic is logged, not shown to the user
+
+    def start_io(self, stdin=None, stdout=None):
+        """Serve stdio with our reader (lsp/server/protocol.py); the exit status is in `exit_code`."""
+        self.exit_code = serve_stdio(self, stdin, stdout)
 
     # -- settings --
     def apply_settings(self, raw, *, initial: bool = False) -> None:
@@ -120,8 +94,8 @@ class DiffillServer(LanguageServer):
         return True
 
     async def _restart_worker(self) -> None:
-        if self.settings.backend == "local":
-            await self.worker.restart(self.settings)
+        if self.settings.backend == "local" and not await self.worker.restart(self.settings):
+            return  # a newer settings change superseded this restart: it starts the worker
         if self.settings.preload:
             await self.start_worker()
 
@@ -267,6 +241,11 @@ async def _complete(ls: DiffillServer, uri: str, position: types.Position) -> tu
         found = await ls.completer.complete(doc, position.line, position.character)
     except WorkerError:
         return None  # the status notification and one message tell the user what happened
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # a bug must cost this completion, not answer the editor with a traceback
+        log.exception("completion at %s:%d:%d failed", uri, position.line, position.character)
+        return None
     if found is None:
         return None
     start = doc.position_at(found.offset)
@@ -309,5 +288,6 @@ def stats(ls: DiffillServer, params) -> dict:
             "last_server_ms": s.last_server_ms, "last_source": s.last_source, "last_fill_ms": s.last_fill_ms,
             "recent_server_ms": s.recent_server_ms, "inflight": len(ls.completer.inflight),
             "cache_entries": len(ls.completer.cache), "documents": len(ls.documents),
+            "lsp_futures": len(ls.protocol._request_futures),
             "worker": {**ls.worker.stats, "status": ls.worker.status, "pending": len(ls.worker._pending)},
             "remote": {**ls.remote.stats, "status": ls.remote.status} if ls.remote is not None else None}

@@ -89,3 +89,12 @@ def test_proxies_from_the_environment_but_never_for_loopback():
     assert transport.proxy_for("https://gpu1.example/v1", {"NO_PROXY": "*", "HTTPS_PROXY": "http://p:1"}) is None
     assert transport.proxy_for("https://gpu1.example/v1", {"all_proxy": "http://p:1"}) == "http://p:1"
     assert transport.proxy_label("http://user:pw@proxy.corp:3128") == "via proxy proxy.corp:3128"
+
+
+def test_a_protected_secret_is_blanked_out_of_log_records_of_every_logger(caplog):
+    import logging
+    transport.protect(SECRET)
+    with caplog.at_level(logging.DEBUG):
+        logging.getLogger("httpcore.http11").debug("header %s", f"Bearer {SECRET}")
+        logging.getLogger("diffill.remote").warning("key=%s", SECRET)
+    assert SECRET not in caplog.text and caplog.text.count(transport.REDACTED) == 2

@@ -64,7 +64,10 @@ class Redact(logging.Filter):
 
 
 _REDACT = Redact()
-_LOGGERS = ("", "diffill", "httpx", "httpcore", "pygls")
+# a logger's filter sees only the records made on it, not its children's: name them all, and filter
+# every handler (the root's, and the last resort that prints when there is none)
+_LOGGERS = ("", "diffill", "diffill.remote", "httpx", "httpcore", "httpcore.connection", "httpcore.http11",
+            "httpcore.proxy", "pygls")
 
 
 def protect(secret: str | None) -> None:
@@ -76,7 +79,7 @@ def protect(secret: str | None) -> None:
         logger = logging.getLogger(name)
         if _REDACT not in logger.filters:
             logger.addFilter(_REDACT)
-        for handler in logger.handlers:
+        for handler in logger.handlers + ([logging.lastResort] if logging.lastResort and not name else []):
             if _REDACT not in handler.filters:
                 handler.addFilter(_REDACT)
 

@@ -443,3 +443,19 @@ async def test_a_connection_closed_before_the_answer_is_tried_once_more_on_a_fre
     finally:
         await f.close()
     assert f.stats["requests"] == 4 and f.stats["failed"] == 1
+
+
+async def test_the_counterpart_rejects_suffix_and_unknown_extensions_as_vllm_does(cp):
+    import httpx
+    async with httpx.AsyncClient() as client:
+        body = {"model": cp.behaviour.model, "prompt": "x = ", "max_tokens": 4}
+        r = await client.post(cp.url + "/completions", json={**body, "suffix": "\n"})
+        assert r.status_code == 400 and r.json()["error"]["message"] == "suffix is not currently supported"
+        r = await client.post(cp.url + "/completions", json={**body, "vllm_xargs": {"colour": 1}})
+        assert r.status_code == 400
+        cp.behaviour.strict_xargs = False
+        r = await client.post(cp.url + "/completions", json={**body, "vllm_xargs": {"colour": 1}})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == "pass"
+        models = (await client.get(cp.url + "/models")).json()["data"]
+        assert models[0]["id"] == cp.behaviour.model and models[0]["max_model_len"] == 32768
+        assert (await client.get(cp.url.rsplit("/v1", 1)[0] + "/health")).status_code == 200

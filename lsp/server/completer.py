@@ -13,6 +13,7 @@ nothing useful.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ from diffill.lsp.pipeline import confidence_gate
 from diffill.lsp.pipeline.fill import Fill
 from diffill.lsp.pipeline.windows import ContextWindows
 from diffill.lsp.server.completion_cache import CompletionCache
-from diffill.lsp.server.documents import Document
+from diffill.lsp.server.documents import Document, without_lone_surrogates
 from diffill.lsp.server.requests import Inflight, Latest, Rhythm, Ticket, unless_superseded, wait_shared
 from diffill.lsp.server.settings import Settings
 
@@ -97,6 +98,7 @@ class Completer:
             self.stats.finish(started, result.source if result else None)
         if result is not None:
             self.stats.answered += 1
+            result = Completion(doc.to_document(result.text), result.offset, result.replace, result.source)
         return result
 
     async def _complete(self, doc: Document, offset: int, started: float) -> Completion | None:
@@ -104,7 +106,7 @@ class Completer:
         ticket = self.latest.begin(uri)
         if not settings.enabled_for(doc.language_id) or doc.is_binary:
             return None
-        text, version = doc.text, doc.version
+        text, version = doc.model_text, doc.version  # same offsets as doc.text; see Document.model_text
 
         hit = self.cache.lookup(uri, text, offset)
         if hit is not None:
@@ -139,7 +141,7 @@ class Completer:
         if plan.canvas <= 0:
             return None
         task = asyncio.ensure_future(self._fill(plan))
-        inflight = Inflight.at(uri, text, offset, task)
+        inflight = Inflight.at(uri, text, offset, task, window=(plan.window.start, plan.window.end))
         self.inflight[uri] = inflight
         task.add_done_callback(lambda _t, i=inflight: self._inflight_done(i))
         finished, shown = await wait_shared(inflight, ticket.superseded)
@@ -181,11 +183,17 @@ class Completer:
         if not inflight.task.cancelled():
             inflight.task.exception()  # retrieved here; the waiters get it too
 
+    async def _clean_fill(self, request):
+        """The fill, with any lone surrogate in its text (a buggy worker or remote) as U+FFFD."""
+        reply = await self.fill(request)
+        text = without_lone_surrogates(reply.text)
+        return reply if text is reply.text else dataclasses.replace(reply, text=text)
+
     async def _fill(self, plan: pipeline.Plan) -> tuple[str, int] | None:
         """Fill, trim, remember. Runs as its own task, shared by the requests that wait on it."""
         started = time.perf_counter()
         try:
-            outcome = await pipeline.finish(plan, self.fill)
+            outcome = await pipeline.finish(plan, self._clean_fill)
         except asyncio.CancelledError:
             # a fill cancelled after running this long says the model takes at least this long
             elapsed = (time.perf_counter() - started) * 1000.0
@@ -198,5 +206,6 @@ class Completer:
             log.debug("trim at %s:%d: %s", plan.request.doc, plan.request.offset,
                       "; ".join(str(cut) for cut in outcome.trimmed.trace))
         r = plan.request
-        self.cache.put(r.doc, r.text, r.offset, outcome.text, outcome.replace)
+        self.cache.put(r.doc, r.text, r.offset, outcome.text, outcome.replace,
+                       window=(plan.window.start, plan.window.end))  # an edit in the model's context misses
         return outcome.text, outcome.replace

@@ -5,8 +5,13 @@ made. When the user has since typed the first k characters of that completion (a
 the cursor is unchanged), the answer is the completion's remaining characters, with no model call.
 Every entry therefore serves each of its prefixes, like a cache filled for every keystroke ahead.
 
+An entry also remembers the model's context window it was made with (the plan's window, start to
+end), as the length and hash of its text before and after the cursor: an edit anywhere in that
+window (renaming a parameter at the top of the function) makes the entry miss, since the model
+would have seen something else; edits outside it (above the window) do not.
+
 Entries are kept least-recently-used first out; lookups read the document in place (no copies of
-large texts).
+large texts beyond the window's, hashed).
 """
 from __future__ import annotations
 
@@ -17,12 +22,37 @@ CONTEXT_CHARS = 200  # characters kept on each side of the cursor to recognise t
 
 
 @dataclass(frozen=True)
+class ContextKey:
+    """The model's window around a cursor, by length and hash of its two sides."""
+    head: int          # characters of the window before the cursor
+    head_hash: int
+    tail: int          # characters of the window after the cursor
+    tail_hash: int
+
+    @classmethod
+    def of(cls, text: str, offset: int, window: tuple[int, int] | None) -> "ContextKey | None":
+        if window is None:
+            return None
+        start, end = max(0, min(window[0], offset)), max(offset, min(window[1], len(text)))
+        return cls(offset - start, hash(text[start:offset]), end - offset, hash(text[offset:end]))
+
+    def matches(self, text: str, cursor_then: int, cursor_now: int) -> bool:
+        """Whether `text` still has the window's head before `cursor_then` (where the completion was
+        asked) and its tail after `cursor_now` (what was typed since lies in between)."""
+        if cursor_then < self.head or cursor_now + self.tail > len(text):
+            return False
+        return (hash(text[cursor_then - self.head : cursor_then]) == self.head_hash
+                and hash(text[cursor_now : cursor_now + self.tail]) == self.tail_hash)
+
+
+@dataclass(frozen=True)
 class Entry:
     uri: str
     before: str        # text just before the cursor when the completion was made
     after: str         # text just after it (all of it when shorter than CONTEXT_CHARS)
     text: str          # the completion
     replace: int       # characters after the cursor that the completion replaces
+    context: ContextKey | None = None  # the model's window it was made with
 
 
 @dataclass(frozen=True)
@@ -40,13 +70,17 @@ class CompletionCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, uri: str, text: str, offset: int, completion: str, replace: int = 0) -> None:
+    def put(self, uri: str, text: str, offset: int, completion: str, replace: int = 0,
+            window: tuple[int, int] | None = None) -> None:
+        """Remember `completion` made at `offset`; `window`: the (start, end) document offsets of
+        the model's context, so that an edit anywhere in it invalidates the entry."""
         if self.size <= 0 or not completion:
             return
         before = text[max(0, offset - CONTEXT_CHARS) : offset]
         after = text[offset : offset + CONTEXT_CHARS]
-        entry = Entry(uri, before, after, completion, replace)
-        key = (uri, before, after, completion)
+        context = ContextKey.of(text, offset, window)
+        entry = Entry(uri, before, after, completion, replace, context)
+        key = (uri, before, after, completion, context)
         self._entries.pop(key, None)
         self._entries[key] = entry
         while len(self._entries) > self.size:
@@ -89,5 +123,7 @@ def _typed_into(entry: Entry, text: str, offset: int) -> int | None:
     for p in candidates:
         k = offset - p - len(before)
         if 0 <= k < len(completion) and text.startswith(completion[:k], p + len(before)):
+            if entry.context is not None and not entry.context.matches(text, p + len(before), offset):
+                continue  # the model's window has changed since: the completion is for other text
             return k
     return None

@@ -6,6 +6,7 @@ lazily once per version, so a burst of edits to a large file costs one scan per 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from diffill.lsp.server import positions
@@ -22,12 +23,33 @@ class Document:
     text: str
     encoding: str = positions.UTF16
     _index: positions.LineIndex | None = field(default=None, repr=False)
+    _model: tuple[str, str] | None = field(default=None, repr=False)
 
     @property
     def index(self) -> positions.LineIndex:
         if self._index is None or self._index.text is not self.text:
             self._index = positions.LineIndex(self.text)
         return self._index
+
+    @property
+    def model_text(self) -> str:
+        """The text as the completion pipeline reads it: the same length and offsets as `text`, with
+        each lone surrogate (which no tokenizer or parser can encode) as U+FFFD, and in a file whose
+        lines all end in a lone \\r, each \\r as \\n (the pipeline knows \\n and \\r\\n; see
+        `to_document` for the way back)."""
+        if self._model is None or self._model[0] is not self.text:
+            self._model = (self.text, model_view(self.text))
+        return self._model[1]
+
+    @property
+    def cr_only(self) -> bool:
+        return "\r" in self.text and "\n" not in self.text
+
+    def to_document(self, completion: str) -> str:
+        """A completion made on `model_text`, in this document's own line ends."""
+        if "\n" in completion and self.cr_only:
+            return completion.replace("\r\n", "\r").replace("\n", "\r")
+        return completion
 
     @property
     def is_binary(self) -> bool:
@@ -49,6 +71,28 @@ class Document:
         if b < a:
             a, b = b, a
         self.text = self.text[:a] + text + self.text[b:]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def without_lone_surrogates(text: str) -> str:
+    """`text` with each lone surrogate as U+FFFD (the same length); `text` itself when it has none."""
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE.sub("\ufffd", text)
+    return text
+
+
+def model_view(text: str) -> str:
+    """`text` with lone surrogates as U+FFFD and, when every line ends in a lone \\r, \\r as \\n;
+    always the same length (offsets stay valid in both)."""
+    text = without_lone_surrogates(text)
+    if "\r" in text and "\n" not in text:
+        text = text.replace("\r", "\n")
+    return text
 
 
 class DocumentStore:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import codecs
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -49,20 +50,6 @@ def line_starts(text: str) -> list[int]:
     return [0] + [m.end() for m in _LINE_END.finditer(text)]
 
 
-def _line_end(text: str, starts: list[int], line: int) -> int:
-    """Offset of the end of `line`'s content (before its terminator)."""
-    if line + 1 < len(starts):
-        end = starts[line + 1]
-        if text[end - 1] == "\n":
-            end -= 1
-            if end > starts[line] and text[end - 1] == "\r":
-                end -= 1
-        else:  # a lone \r
-            end -= 1
-        return end
-    return len(text)
-
-
 def units_to_chars(line_text: str, units: int, encoding: str) -> int:
     """Code points of `line_text` covered by its first `units` code units of `encoding`."""
     if units <= 0:
@@ -91,57 +78,67 @@ def chars_to_units(line_text: str, chars: int, encoding: str) -> int:
 class LineIndex:
     """Where the lines of one text start, for converting positions without rescanning it.
 
-    For texts whose lines end in \\n or \\r\\n, the index holds only the number of line breaks
-    before every CHUNK characters (counted in C), so building it for a 10 MB file takes
-    milliseconds and a lookup scans at most one chunk. Texts with a lone \\r keep every line start.
+    The index holds only the number of line breaks before every CHUNK characters (counted in C),
+    so building it for a 10 MB file takes milliseconds and a lookup scans at most one chunk. This
+    holds for every kind of line end, lone \\r included (a million-line CR-only file costs the same
+    as a \\n one, not a list of a million line starts per keystroke).
     """
 
     CHUNK = 4096
 
     def __init__(self, text: str):
         self.text = text
-        self._starts: list[int] | None = None
-        if "\r" in text and text.count("\r") != text.count("\r\n"):
-            self._starts = line_starts(text)
-            return
-        counts = [0]
+        self._cr = "\r" in text
         count = text.count
-        for a in range(0, len(text), self.CHUNK):
-            counts.append(counts[-1] + count("\n", a, a + self.CHUNK))
-        self._counts = counts  # counts[c]: line breaks before offset c * CHUNK
+        counts = [0]
+        if not self._cr:
+            for a in range(0, len(text), self.CHUNK):
+                counts.append(counts[-1] + count("\n", a, a + self.CHUNK))
+        else:
+            for a in range(0, len(text), self.CHUNK):
+                b = a + self.CHUNK
+                # each \n ends a line; so does each \r not followed by \n (a pair's \r is not counted)
+                counts.append(counts[-1] + count("\n", a, b) + count("\r", a, b) - count("\r\n", a, b + 1))
+        self._counts = counts  # counts[c]: line breaks that end before offset c * CHUNK
+
+    def _breaks(self, a: int, b: int) -> int:
+        """Line breaks ending at an index in [a, b) (a \\r\\n pair ends at its \\n)."""
+        count = self.text.count
+        n = count("\n", a, b)
+        if self._cr:
+            n += count("\r", a, b) - count("\r\n", a, b + 1)
+        return n
 
     @property
     def line_count(self) -> int:
-        return len(self._starts) if self._starts is not None else self._counts[-1] + 1
+        return self._counts[-1] + 1
 
     def line_start(self, line: int) -> int:
-        if self._starts is not None:
-            return self._starts[line]
         if line == 0:
             return 0
-        c = bisect.bisect_left(self._counts, line) - 1  # the line's \n lies in chunk c
+        c = bisect.bisect_left(self._counts, line) - 1  # the line's break lies in chunk c
         pos = c * self.CHUNK
-        find = self.text.find
-        for _ in range(line - self._counts[c]):
-            pos = find("\n", pos) + 1
-        return pos
+        k = line - self._counts[c]
+        if not self._cr:
+            find = self.text.find
+            for _ in range(k):
+                pos = find("\n", pos) + 1
+            return pos
+        for m in itertools.islice(_LINE_END.finditer(self.text, pos), k - 1, k):
+            return m.end()
+        return len(self.text)
 
     def _bounds(self, line: int) -> tuple[int, int]:
-        if self._starts is not None:
-            return self._starts[line], _line_end(self.text, self._starts, line)
         start = self.line_start(line)
-        end = self.text.find("\n", start)
-        if end == -1:
-            end = len(self.text)
-        elif end > start and self.text[end - 1] == "\r":
-            end -= 1
-        return start, end
+        if not self._cr:
+            end = self.text.find("\n", start)
+            return start, (len(self.text) if end == -1 else end)
+        m = _LINE_END.search(self.text, start)
+        return start, (len(self.text) if m is None else m.start())
 
     def _line_of(self, offset: int) -> int:
-        if self._starts is not None:
-            return bisect.bisect_right(self._starts, offset) - 1
         c = offset // self.CHUNK
-        return self._counts[c] + self.text.count("\n", c * self.CHUNK, offset)
+        return self._counts[c] + self._breaks(c * self.CHUNK, offset)
 
     def line_text(self, line: int) -> str:
         start, end = self._bounds(line)

@@ -17,6 +17,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from diffill.lsp.server.completion_cache import ContextKey
+
 TYPING_GAP_S = 1.0     # gaps longer than this are pauses, not typing
 EMA_WEIGHT = 0.3
 TYPE_AHEAD_MAX = 64    # characters typed past an in-flight fill that may still wait for it
@@ -131,19 +133,23 @@ class Inflight:
     task: asyncio.Task
     waiters: int = 0
     started: float = field(default_factory=time.perf_counter)
+    context: ContextKey | None = None  # the model's window it was asked with
 
     @classmethod
-    def at(cls, uri: str, text: str, offset: int, task: asyncio.Task) -> "Inflight":
+    def at(cls, uri: str, text: str, offset: int, task: asyncio.Task,
+           window: tuple[int, int] | None = None) -> "Inflight":
         return cls(uri, offset, text[max(0, offset - CONTEXT_CHARS) : offset],
-                   text[offset : offset + CONTEXT_CHARS], task)
+                   text[offset : offset + CONTEXT_CHARS], task, context=ContextKey.of(text, offset, window))
 
     def typed_ahead(self, text: str, offset: int) -> bool:
-        """Whether `text` at `offset` is this fill's place with only some characters typed at the cursor."""
+        """Whether `text` at `offset` is this fill's place with only some characters typed at the
+        cursor (and nothing else changed in the model's window)."""
         k = offset - self.offset
         return (0 <= k <= TYPE_AHEAD_MAX
                 and text.startswith(self.before, self.offset - len(self.before))
                 and text.startswith(self.after, offset)
-                and "\n" not in text[self.offset : offset])
+                and "\n" not in text[self.offset : offset]
+                and (self.context is None or self.context.matches(text, self.offset, offset)))
 
     def cancel(self) -> None:
         if not self.task.done():

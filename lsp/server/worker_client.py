@@ -95,7 +95,8 @@ class WorkerClient:
         self._hung: str | None = None
         self._generation = 0
         self._attempt: object | None = None
-        self._restart_lock: asyncio.Lock | None = None
+        self._killed_pid: int | None = None
+        self._unexpected_exit = False
 
     @property
     def connected(self) -> bool:
@@ -136,7 +137,10 @@ class WorkerClient:
             if wait > 0:
                 raise WorkerError(f"the model worker stopped {len(self._restarts)} times in a minute; "
                                   f"not restarting for {wait:.0f} s. {self._log_hint()}")
-        self._restarts.append(now)
+        if self._unexpected_exit:  # only restarts after a worker died count towards the pause
+            self._restarts.append(now)
+            self._unexpected_exit = False
+        await self._wait_killed()
         self._hung = None
         attempt = self._attempt = object()
         self._set_status({"state": "loading", "message": "starting the model worker"})
@@ -164,13 +168,13 @@ class WorkerClient:
             msg = f"cannot start the model worker: {exc}. {self._log_hint()}"
             self._set_status({"state": "error", "message": msg})
             raise WorkerError(msg) from None
-        self._first_status = asyncio.get_running_loop().create_future()
+        first = self._first_status = asyncio.get_running_loop().create_future()
         self._last_heard = time.monotonic()
-        self._read_task = asyncio.ensure_future(self._read_loop(self._reader, self._writer))
+        self._read_task = asyncio.ensure_future(self._read_loop(self._reader, self._writer, first))
         self._watch_task = asyncio.ensure_future(self._watch(self._writer))
         await self._send({"op": "hello", "client": self.name, "version": messages.VERSION})
         try:
-            status = await asyncio.wait_for(asyncio.shield(self._first_status), CONNECT_TIMEOUT_S)
+            status = await asyncio.wait_for(asyncio.shield(first), CONNECT_TIMEOUT_S)
         except asyncio.TimeoutError:
             self._kill_worker()  # it accepted but never spoke: hung; the next request starts a fresh one
             await self._disconnect()
@@ -253,7 +257,8 @@ class WorkerClient:
         except (ConnectionError, OSError, RuntimeError):
             raise WorkerGone() from None
 
-    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                         first: asyncio.Future) -> None:
         stopped = False
         try:
             while True:
@@ -271,14 +276,17 @@ class WorkerClient:
                         self._set_status({"state": "error", "message": msg.get("message", "")})
                 elif op == "status":
                     stopped = msg.get("state") == "stopped"
-                    if self._first_status is not None and not self._first_status.done():
-                        self._first_status.set_result(msg)
-                    self._set_status(msg)
+                    if not first.done():
+                        first.set_result(msg)
+                    if self._writer is writer:
+                        self._set_status(msg)
                 elif op == "progress":
                     self.on_progress(int(msg.get("percent") or 0), str(msg.get("message") or ""))
         except (ConnectionError, OSError, messages.WireError):
             pass
         finally:
+            if not first.done():
+                first.set_exception(WorkerGone())  # whoever waits for this connection's hello
             if self._writer is writer:
                 self._reader = self._writer = None
                 try:
@@ -286,9 +294,8 @@ class WorkerClient:
                 except Exception:
                     pass
                 self._fail_pending()
-                if self._first_status is not None and not self._first_status.done():
-                    self._first_status.set_exception(WorkerGone())
                 if not self._closing:
+                    self._unexpected_exit = not stopped or bool(self._hung)
                     if self._hung:
                         message = f"the model worker stopped answering ({self._hung}); restarting it. " \
                                   f"{self._log_hint()}"
@@ -352,6 +359,25 @@ class WorkerClient:
         if pid and pid != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+                self._killed_pid = pid
+
+    async def _wait_killed(self, timeout: float = 5.0) -> None:
+        """Until a worker we killed is gone: its socket must not take the next connection."""
+        pid, self._killed_pid = self._killed_pid, None
+        deadline = time.monotonic() + timeout
+        while pid and time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+                        return
+            except FileNotFoundError:
+                return
+            except OSError:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+            await asyncio.sleep(0.02)
 
     async def _restart_quietly(self) -> None:
         await self._reap()
@@ -505,20 +531,28 @@ class WorkerClient:
         if task is not None and not task.done():
             task.cancel()
             self.stats["superseded_starts"] += 1
-        if self._restart_lock is None:
-            self._restart_lock = asyncio.Lock()
-        async with self._restart_lock:
-            if generation != self._generation:
-                return False
-            self._closing = True
-            try:
-                await self._disconnect(kill=True)  # only a private child is ours to stop
-                self._fail_pending()  # fills in flight are sent again, to the worker for the new settings
-            finally:
-                self._closing = False
-            self._restarts.clear()
-            self._set_status({"state": "stopped", "message": "settings changed"})
-            return generation == self._generation
+        # tear the current connection down before anything else can run (no await until then): a
+        # start for the new settings, begun meanwhile, is never what this restart stops
+        writer, proc = self._writer, self._proc
+        self._reader = self._writer = None
+        self._proc = None
+        for attr in ("_read_task", "_watch_task"):
+            old = getattr(self, attr)
+            if old is not None:
+                old.cancel()
+            setattr(self, attr, None)
+        if writer is not None:
+            with contextlib.suppress(Exception):
+                writer.close()
+        self._fail_pending()  # fills in flight are sent again, to the worker for the new settings
+        self._restarts.clear()
+        self._unexpected_exit = False
+        self._set_status({"state": "stopped", "message": "settings changed"})
+        if proc is not None and proc.returncode is None:  # only a private child is ours to stop
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        return generation == self._generation
 
     def worker_pid(self) -> int | None:
         pid = self.status.get("pid")

@@ -91,11 +91,17 @@ def checkpoint_keys(name: str) -> list[str]:
 
 def resolve_path(name: str | os.PathLike, allow_download: bool = False) -> Path:
     """A directory, or a hub id found in the local hub cache (downloaded only when allowed)."""
+    if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
+        raise CheckpointError(f"model {name!r} is not a checkpoint folder or hub id")
     p = Path(name).expanduser()
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise CheckpointError(f"{p} is a file; give the checkpoint's directory")
+    try:
+        if p.is_dir():
+            return p
+        if p.exists():
+            raise CheckpointError(f"{p} is a file; give the checkpoint's directory")
+    except OSError as exc:  # a name too long for the file system, a folder we may not enter, ...
+        shown = str(name) if len(str(name)) <= 80 else str(name)[:77] + "..."
+        raise CheckpointError(f"model {shown!r} is not a usable folder or hub id: {exc.strerror}") from None
     if "/" in str(name) and not str(name).startswith((".", "/", "~")):
         try:
             from huggingface_hub import snapshot_download
@@ -176,6 +182,7 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
             if tuple(t.shape) != tuple(param.shape):
                 raise CheckpointError(f"{key} has shape {tuple(t.shape)} but config.json implies "
                                       f"{tuple(param.shape)}: the weights and config.json do not belong together")
+            _check_values(key, t, param)
             _set(mod, attr, t.to(device=device, dtype=dtype))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -191,6 +198,27 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
     model.path = directory
     model.eval()
     return model
+
+
+FINITE_SAMPLE = 1 << 16  # elements of a large tensor checked for NaN/inf (all of a smaller one)
+
+
+def _check_values(key: str, t: torch.Tensor, param: torch.Tensor) -> None:
+    """Weights stored as floats (not int8 or bool outside a quantised layout), and finite: a tensor
+    of NaN or inf is refused by name. Large tensors are checked on an even sample of their elements,
+    so loading costs no second pass over the weights."""
+    if param.is_floating_point() and not t.is_floating_point():
+        raise CheckpointError(f"{key} is stored as {t.dtype}, but weights must be floating point (float32, "
+                              f"bfloat16 or float16); a quantised checkpoint needs its quantization_config "
+                              f"and *_scale tensors")
+    if not t.is_floating_point() or t.numel() == 0:
+        return
+    flat = t.reshape(-1)
+    if flat.numel() > FINITE_SAMPLE:
+        flat = flat[torch.linspace(0, flat.numel() - 1, FINITE_SAMPLE, dtype=torch.float64).long()]
+    if not bool(torch.isfinite(flat).all()):
+        raise CheckpointError(f"{key} holds NaN or infinite values: the checkpoint is corrupt (a diverged "
+                              f"training run, or a broken conversion); write or download it again")
 
 
 def _set(mod: nn.Module, attr: str, t: torch.Tensor):

@@ -6,6 +6,7 @@ The text stack of DiffusionGemma is described by `ModelConfig`; everything the e
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, cfg: dict) -> "ModelConfig":
+        if not isinstance(cfg, dict):
+            raise CheckpointError(f"config.json must hold a JSON object, not a {type(cfg).__name__}")
         arch = cfg.get("architectures") or []
         if cfg.get("model_type") != MODEL_TYPE and ARCHITECTURE not in arch:
             raise CheckpointError(
@@ -71,6 +74,7 @@ class ModelConfig:
         t = cfg.get("text_config")
         if not isinstance(t, dict):
             raise CheckpointError("config.json has no text_config: not a DiffusionGemma checkpoint")
+        _check_numbers(cfg, t)
         try:
             n = int(t["num_hidden_layers"])
             kinds = list(t.get("layer_types") or [
@@ -126,7 +130,7 @@ class ModelConfig:
             )
         except KeyError as exc:
             raise CheckpointError(f"config.json text_config lacks {exc.args[0]!r}") from None
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise CheckpointError(f"config.json has a malformed text_config: {exc}") from None
 
     @classmethod
@@ -142,6 +146,48 @@ class ModelConfig:
         if c.noise not in ("uniform", "mask"):
             raise CheckpointError(f"unknown diffill_noise {c.noise!r} in {path} (expected 'uniform' or 'mask')")
         return c
+
+
+# text_config sizes that must be whole numbers of at least this much (when present)
+_SIZES = {"vocab_size": 1, "hidden_size": 1, "intermediate_size": 1, "num_hidden_layers": 1,
+          "num_attention_heads": 1, "num_key_value_heads": 1, "head_dim": 1, "global_head_dim": 1,
+          "num_global_key_value_heads": 1, "sliding_window": 1, "num_experts": 1, "top_k_experts": 1,
+          "moe_intermediate_size": 1}
+
+
+def _check_numbers(cfg: dict, t: dict) -> None:
+    """Sizes that are whole and positive, a top-k the experts can give, finite positive scales: a
+    config.json that breaks these is refused here, with its key, instead of failing deep in torch."""
+    def whole(where: str, key: str, value, least: int) -> None:
+        if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                or value != int(value) or value < least):
+            raise CheckpointError(f"config.json {where}{key} must be a whole number of at least {least}, "
+                                  f"got {value!r}")
+
+    for key, least in _SIZES.items():
+        if t.get(key) is not None:
+            whole("text_config.", key, t[key], least)
+    if cfg.get("canvas_length") is not None:
+        whole("", "canvas_length", cfg["canvas_length"], 1)
+    if isinstance(t.get("top_k_experts"), int) and isinstance(t.get("num_experts"), int) \
+            and t["top_k_experts"] > t["num_experts"]:
+        raise CheckpointError(f"config.json text_config.top_k_experts ({t['top_k_experts']}) exceeds "
+                              f"num_experts ({t['num_experts']})")
+    for key in ("rms_norm_eps", "final_logit_softcapping"):
+        value = t.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise CheckpointError(f"config.json text_config.{key} must be a positive number, got {value!r}")
+    for kind, r in (t.get("rope_parameters") or {}).items():
+        if not isinstance(r, dict):
+            raise CheckpointError(f"config.json text_config.rope_parameters.{kind} must be an object")
+        theta, fraction = r.get("rope_theta"), r.get("partial_rotary_factor", 1.0)
+        if not isinstance(theta, (int, float)) or isinstance(theta, bool) or not math.isfinite(theta) or theta <= 0:
+            raise CheckpointError(f"config.json rope_parameters.{kind}.rope_theta must be a positive number, "
+                                  f"got {theta!r}")
+        if not isinstance(fraction, (int, float)) or isinstance(fraction, bool) or not 0 < fraction <= 1:
+            raise CheckpointError(f"config.json rope_parameters.{kind}.partial_rotary_factor must be in (0, 1], "
+                                  f"got {fraction!r}")
 
 
 @dataclass
@@ -168,10 +214,15 @@ class GenerationSettings:
             g = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise CheckpointError(f"{path} is not valid JSON ({exc})") from None
+        if not isinstance(g, dict):
+            raise CheckpointError(f"{path} must hold a JSON object, not a {type(g).__name__}")
         for key in ("max_denoising_steps", "t_min", "t_max", "stability_threshold",
                     "confidence_threshold", "max_new_tokens"):
             if g.get(key) is not None:
-                setattr(s, key, type(getattr(s, key))(g[key]))
+                try:
+                    setattr(s, key, type(getattr(s, key))(g[key]))
+                except (TypeError, ValueError, OverflowError):
+                    raise CheckpointError(f"{path}: {key} must be a number, got {g[key]!r}") from None
         sc = g.get("sampler_config")
         if isinstance(sc, dict) and sc.get("entropy_bound") is not None:
             s.entropy_bound = float(sc["entropy_bound"])

@@ -13,6 +13,7 @@ import {
 } from "vscode-languageclient/node";
 import { API_KEY_SECRET, configurationPayload, languageEnabled, readSettings, serverCommand, serverEnv, Settings } from "./settings";
 import { applyServerStatus, isServerStatus, STATUS_METHOD, statusItem, StatusView } from "./status";
+import { serverSettingsFrom } from "./trust";
 
 const SECTION = "diffill";
 
@@ -25,7 +26,10 @@ let secrets: vscode.SecretStorage;
 
 function currentSettings(): Settings {
     const config = vscode.workspace.getConfiguration(SECTION);
-    return readSettings((key) => config.get(key));
+    // serverSettings: a workspace may set its harmless options, never its machine-only ones (trust.ts)
+    return readSettings((key) =>
+        key === "serverSettings" ? serverSettingsFrom(config.inspect(key), vscode.workspace.isTrusted) : config.get(key),
+    );
 }
 
 export async function activate(context: vscode.ExtensionContext): Promise<void> {
@@ -51,6 +55,10 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
             await restart();
         }),
         vscode.workspace.onDidChangeConfiguration((event) => onConfigurationChanged(event)),
+        vscode.workspace.onDidGrantWorkspaceTrust(() => {
+            settings = currentSettings(); // the workspace's serverSettings count from now on
+            return restart();
+        }),
     );
 
     setView(view);

@@ -359,3 +359,14 @@ async def test_the_lock_and_log_of_a_chosen_socket_live_in_the_private_runtime_f
     assert os.path.dirname(lock) == sockets.runtime_dir() == os.path.dirname(log)
     assert daemon_pid(path) == pid and os.path.isfile(log)
     assert stat.S_IMODE(os.stat(sockets.runtime_dir()).st_mode) == 0o700
+
+
+async def test_the_server_reports_an_unsafe_runtime_folder_in_its_status(loose_base, fixed_answers):
+    async with editor({"workerMode": "shared", "debounceMs": 0},
+                      env={**fixed_answers, "XDG_RUNTIME_DIR": loose_base}) as s:
+        status = await s.wait_ready()
+        assert status["state"] == "error"
+        assert "not private" in status["message"] and "other users" in status["message"]
+        errors = [m for m in s.client.messages if "not private" in m.message]
+        assert len(errors) == 1  # told once
+    assert os.listdir(loose_base) == []

@@ -15,7 +15,8 @@ METHODS = ["textDocument/inlineCompletion", "textDocument/completion", "textDocu
 texts = st.text(alphabet=st.sampled_from(list("ab(){}:\n\r\t =") + ["😀", "漢", "\u0301", "\x00", "\ufeff"]),
                 max_size=120)
 ints = st.one_of(st.integers(-3, 40), st.sampled_from([2**31 - 1, 2**31, -(2**31)]))
-json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 10) | st.text(max_size=8),
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-5, 10) | st.text(max_size=8)
+                           | st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10**30, 10**30),
                            lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
                                                                                         max_size=3),
                            max_leaves=8)

@@ -210,3 +210,29 @@ async def test_a_fill_in_flight_is_shared_and_cancelled_only_by_its_last_waiter(
 
 
 # ---- span region -------------------------------------------------------------------------------
+
+
+# ---- settings: any value of any key ------------------------------------------------------------
+
+from hypothesis import given, settings as hsettings, strategies as st  # noqa: E402
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**30, 10**30) | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                                         max_size=3), max_leaves=6)
+
+
+@hsettings(max_examples=300, deadline=None)
+@given(raw=st.dictionaries(st.sampled_from(sorted(set(settings._FIELDS) - {"remote"}) + ["colour"]), json_like,
+                           max_size=6))
+def test_any_value_of_any_setting_falls_back_alone_and_never_raises(raw):
+    base, _ = settings.parse({"maxSteps": 9, "debounceMs": 10})
+    s, problems = settings.parse(raw, base)
+    assert len(problems) <= len(raw) + 1  # one message per bad value (and one for the shares' sum)
+    for key, value in raw.items():
+        if key in settings._FIELDS and not any(repr(key) in p for p in problems):
+            name = settings._FIELDS[key][0]
+            assert getattr(s, name) == settings._FIELDS[key][1](value)  # a good value is applied as given
+    untouched = {"maxSteps", "debounceMs", "debounceMaxMs"} - set(raw)
+    if "maxSteps" in untouched:
+        assert s.max_steps == 9  # what the change does not name keeps its value

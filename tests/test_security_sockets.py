@@ -370,3 +370,9 @@ async def test_the_server_reports_an_unsafe_runtime_folder_in_its_status(loose_b
         errors = [m for m in s.client.messages if "not private" in m.message]
         assert len(errors) == 1  # told once
     assert os.listdir(loose_base) == []
+
+
+def test_only_root_and_this_user_are_trusted_outside_a_user_namespace(monkeypatch):
+    assert sockets.trusted_owners() == {0, os.getuid()}  # this machine runs in the initial namespace
+    monkeypatch.setattr(sockets, "_unmapped_uid", lambda: 65534)  # as inside a Flatpak
+    assert sockets.trusted_owners() == {0, os.getuid(), 65534}

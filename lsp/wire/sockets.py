@@ -12,7 +12,8 @@ connect, somewhere they control. So, as OpenSSH and systemd do:
   else may write it unless it has the sticky bit (like /tmp, where others cannot rename or delete
   what is not theirs). A symbolic link on the way is followed only when it belongs to root or to
   this user, and its target is walked and checked the same way. The socket's own folder must
-  belong to this user and be writable by nobody else.
+  belong to this user and be writable by nobody else. (Inside a user namespace, a Flatpak or a
+  rootless container, the host's root shows as the unmapped uid, which counts as root there.)
 - The socket is then bound, looked at and connected to through that opened folder
   (`/proc/self/fd/N/NAME`, which the kernel resolves to the opened folder itself, wherever it
   has been moved since), never again by its path.
@@ -33,7 +34,8 @@ import struct
 import tempfile
 
 MAX_LINKS = 40
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = (os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0)
+              | getattr(os, "O_CLOEXEC", 0))  # (getattr: the module must import everywhere the server runs)
 
 
 class UnsafeSocketDir(Exception):
@@ -94,9 +96,32 @@ def _describe_mode(mode: int) -> str:
     return f"mode {stat.S_IMODE(mode):04o}"
 
 
+def _unmapped_uid() -> int | None:
+    """The uid that files of users outside this user namespace show (in a Flatpak or rootless
+    container, the host's root owns / and /run as this one), or None in the initial namespace."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            identity = f.read().split() == ["0", "0", "4294967295"]
+        if identity:
+            return None
+        with open("/proc/sys/kernel/overflowuid") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def trusted_owners() -> set[int]:
+    """Who may own a folder on the way to a socket: root, this user, and in a user namespace the
+    unmapped owner (the host's root as the sandbox sees it; nobody inside can write its folders)."""
+    owners = {0, os.getuid()}
+    unmapped = _unmapped_uid()
+    if unmapped is not None:
+        owners.add(unmapped)
+    return owners
+
+
 def _check_on_the_way(info: os.stat_result, where: str, target: str) -> None:
-    uid = os.getuid()
-    if info.st_uid not in (0, uid):
+    if info.st_uid not in trusted_owners():
         raise UnsafeSocketDir(
             f"{where} (on the way to {target}) belongs to another user (uid {info.st_uid}), who could "
             f"replace the worker's socket; choose a workerSocket in a folder of your own")
@@ -150,7 +175,7 @@ def open_dir(path: str, *, create: bool = False, fix_mode: bool = False) -> int:
                 links += 1
                 if links > MAX_LINKS:
                     raise UnsafeSocketDir(f"too many symbolic links on the way to {target}")
-                if info.st_uid not in (0, os.getuid()):
+                if info.st_uid not in trusted_owners():
                     raise UnsafeSocketDir(
                         f"{here} (on the way to {target}) is a symbolic link of another user "
                         f"(uid {info.st_uid}); choose a workerSocket in a folder of your own")

@@ -76,8 +76,8 @@ def test_the_trim_trace_names_each_filter_and_what_it_cut():
     outcome = run(pipeline.Request(text, text.index("\n\nprint"), "python"), FixedFill("a + b\nprint(add(1, 2))\n"))
     assert outcome.text == "a + b"
     (cut,) = outcome.trimmed.trace
-    assert cut.filter == "cut_at_span_end" and cut.after == "a + b"
-    assert str(cut) == "cut_at_span_end: cut '\\nprint(add(1, 2))\\n'"
+    assert cut.filter == "span_end" and cut.after == "a + b"
+    assert str(cut) == "span_end: cut '\\nprint(add(1, 2))\\n'"
 
 
 def test_the_context_budget_is_the_checkpoints_unless_the_user_sets_one():

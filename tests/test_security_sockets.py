@@ -5,6 +5,7 @@ Tests that need a second user run as root (they create one with useradd) and ski
 """
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -376,3 +377,17 @@ def test_only_root_and_this_user_are_trusted_outside_a_user_namespace(monkeypatc
     assert sockets.trusted_owners() == {0, os.getuid()}  # this machine runs in the initial namespace
     monkeypatch.setattr(sockets, "_unmapped_uid", lambda: 65534)  # as inside a Flatpak
     assert sockets.trusted_owners() == {0, os.getuid(), 65534}
+
+
+def test_serve_check_reports_a_worker_socket_that_is_a_file_or_in_an_unsafe_folder(socket_dir, loose_base,
+                                                                                  fixed_answers):
+    path = os.path.join(socket_dir, "notes.txt")
+    with open(path, "w") as f:
+        f.write("precious\n")
+    for socket_path, says in ((path, "not a socket"), (os.path.join(loose_base, "w.sock"), "other users")):
+        settings = json.dumps({"workerMode": "shared", "workerSocket": socket_path})
+        out = subprocess.run([sys.executable, "-m", "diffill.lsp.cli", "serve", "--check", "--settings", settings],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, **fixed_answers})
+        assert out.returncode == 1 and says in out.stdout, out.stdout + out.stderr
+    with open(path) as f:
+        assert f.read() == "precious\n"

@@ -69,9 +69,10 @@ def check(settings_arg: str | None) -> int:
     if cfg.worker_mode == "shared":
         path = socket_path_for(cfg)
         try:
-            sockets.ensure_private_dir(os.path.dirname(path))
-            print(f"worker socket: {path} (folder private to this user)")
-        except (OSError, sockets.UnsafeSocketDir) as exc:
+            with sockets.SocketPlace(path, create=True) as place:  # every folder on the way, checked
+                place.check_socket()  # and what is there already: a socket of ours, or nothing
+            print(f"worker socket: {path} (every folder on the way safe, the last private to this user)")
+        except (OSError, sockets.UnsafeSocketDir, sockets.UnsafeSocket) as exc:
             print(f"worker socket: {path}: {exc}")
             ok = False
     cmd = worker_command(cfg, None) + ["--check"]

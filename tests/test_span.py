@@ -36,12 +36,12 @@ SNIPPETS = {
 def test_every_grammar_wheel_parses_its_language_without_errors(language):
     tree = syntax.parse(language, SNIPPETS[language])
     assert tree is not None
-    assert syntax.count_errors(tree) == 0
+    assert syntax.error_extent(tree) == (0, 0)
 
 
-def test_count_errors_sees_broken_code():
-    assert syntax.count_errors(syntax.parse("python", "def f(:\n    return )\n")) > 0
-    assert syntax.count_errors(syntax.parse("c", "int f( { return 1 }")) > 0
+def test_error_extent_sees_broken_code():
+    assert syntax.error_extent(syntax.parse("python", "def f(:\n    return )\n"))[0] > 0
+    assert syntax.error_extent(syntax.parse("c", "int f( { return 1 }"))[0] > 0
 
 
 @pytest.mark.parametrize("language_id, canonical", [
@@ -73,14 +73,14 @@ def test_fallback_languages_have_no_parser():
     ("cpp", "int main() { return 0; }", "int main() { int é = 1; return é; }"),
 ])
 def test_incremental_reparse_gives_the_same_tree_as_a_fresh_parse(language, before, after):
-    document = syntax.Document(language)
-    first = document.update(before)
+    parsed = syntax.IncrementalTree(language)
+    first = parsed.update(before)
     assert first.root_node.text == before.encode()
-    again = document.update(after)
+    again = parsed.update(after)
     fresh = syntax.parse(language, after)
     assert str(again.root_node) == str(fresh.root_node)
     assert again.root_node.end_byte == len(after.encode())
-    back = document.update(before)
+    back = parsed.update(before)
     assert str(back.root_node) == str(syntax.parse(language, before).root_node)
 
 
@@ -216,6 +216,6 @@ def test_spans_are_the_same_whether_the_shared_tree_was_reused_or_not():
     ]
     first = [span_of(lang, doc) for lang, doc in documents]
     again = [span_of(lang, doc) for lang, doc in reversed(documents)][::-1]
-    syntax._SHARED.clear()
+    syntax._TREES.clear()
     fresh = [span_of(lang, doc) for lang, doc in documents]
     assert first == again == fresh

@@ -30,7 +30,6 @@ spans = st.builds(
     max_lines=st.integers(0, 10),
     single_line=st.booleans(),
     stop_indent=st.one_of(st.none(), st.integers(0, 12)),
-    stop_at_blank_dedent=st.booleans(),
     close_depth=st.integers(0, 3),
 )
 

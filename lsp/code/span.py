@@ -24,6 +24,7 @@ from diffill.lsp.code import brackets
 from diffill.lsp.code import syntax
 from diffill.lsp.code.cursor import Cursor
 from diffill.lsp.code.indentation import columns
+from diffill.lsp.code.lexing import lex
 
 KINDS = ("none", "line", "block", "definition", "statements")
 
@@ -44,8 +45,6 @@ class Span:
         it (`else:`-like clauses at exactly that column continue it); None when indentation says
         nothing (unknown structure, unindented code, or the line kind). `trim` skips this rule when
         the completion goes on to repeat the code below the cursor: that repeat marks the end.
-    stop_at_blank_dedent: a hint for a streaming sampler: a blank line followed by a line at or
-        below `stop_indent` already ends the span, so generation may stop at the blank line.
     close_depth: how many brackets open at the cursor the suffix does not close; the completion
         may close that many (plus closers the editor auto-inserted right after the cursor, which
         `trim` replaces); a closer beyond that ends the completion.
@@ -56,7 +55,6 @@ class Span:
     max_lines: int
     single_line: bool = False
     stop_indent: int | None = None
-    stop_at_blank_dedent: bool = False
     close_depth: int = 0
 
     @property
@@ -114,15 +112,12 @@ def _is_definition_header(line: str, language: str) -> bool:
 
 def _code_part(line: str, language: str) -> str:
     """The line without its trailing comment and with strings blanked."""
-    mask = brackets.code_mask(line, language)
-    return "".join(ch if mask[i] else " " for i, ch in enumerate(line)).rstrip()
+    return lex(line, language).blanked().rstrip()
 
 
 def _in_string_or_comment_text(cursor: Cursor) -> bool:
     """Text rule: would a character typed at the cursor be inside a string or comment?"""
-    window = cursor.prefix[-3000:] + "x"
-    mask = brackets.code_mask(window, cursor.language)
-    return not mask[-1]
+    return not lex(cursor.prefix[-3000:] + "x", cursor.language).mask[-1]
 
 
 def _in_string_or_comment_tree(tree, offset: int) -> bool | None:
@@ -226,8 +221,6 @@ _CLASS_HEADER = re.compile(r"^\s*((public|private|protected|internal|static|abst
 
 def _cursor_indent(cursor: Cursor) -> int | None:
     """The indentation of code at the cursor's position in the block structure."""
-    if cursor.line_prefix.strip():
-        return columns(cursor.line_prefix)
     if cursor.line_prefix:
         return columns(cursor.line_prefix)
     if cursor.rest_of_line.strip():
@@ -258,7 +251,7 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
     tree = None
     offset = len(cursor.prefix.encode("utf-8"))
     if cursor.has_grammar:
-        tree = syntax.shared_document(cursor.language).update(cursor.prefix + cursor.suffix)
+        tree = syntax.incremental_tree(cursor.language, "span").update(cursor.prefix + cursor.suffix)
     if not complete_in_comments:
         inside = _in_string_or_comment_tree(tree, offset) if tree is not None else None
         if inside is None:
@@ -291,8 +284,7 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
             stop = _block_stop(cursor, tree, offset, header_indent)
         elif kind == "definition" and stop is not None and not _CLASS_HEADER.match(header):
             stop = _outer_function_indent(cursor, header, header_indent)
-        return Span(kind, CANVAS[kind], MAX_LINES[kind], stop_indent=stop,
-                    stop_at_blank_dedent=stop is not None, close_depth=close_depth)
+        return Span(kind, CANVAS[kind], MAX_LINES[kind], stop_indent=stop, close_depth=close_depth)
 
     definition_indent = enclosing_definition_indent(cursor, tree, offset)
     stop = None

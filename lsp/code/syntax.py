@@ -6,8 +6,9 @@ Anything else is a *fallback* language: it has no tree here, and the span and tr
 indentation and bracket rules for it instead.
 
 `canonical_language` turns an LSP `languageId` (or a common alias) into that id;
-`language_from_path` guesses it from a file name. `Document` keeps the last tree of one text and
-reparses incrementally when the text changes.
+`language_from_path` guesses it from a file name. `IncrementalTree` keeps the last tree of one
+text and reparses incrementally when the text changes; `incremental_tree(language, role)` keeps
+one per language and role ("span", "trim"), so each role's successive texts stay close.
 """
 from __future__ import annotations
 
@@ -143,12 +144,9 @@ def reparse(language: str, old_tree: Tree, old: bytes, new: bytes) -> Tree:
 
 
 @dataclass
-class Document:
-    """One text and its tree, reparsed incrementally by `update`.
-
-    `tree` is None for fallback languages. Used by `trim`, which parses many candidate texts that
-    differ only around the cursor, and usable by the server for an open document.
-    """
+class IncrementalTree:
+    """The tree of one text, reparsed incrementally by `update`; `tree` is None for fallback
+    languages."""
 
     language: str
     data: bytes = b""
@@ -165,35 +163,23 @@ class Document:
         return self.tree
 
 
-_SHARED: dict[str, Document] = {}
+ROLES = ("span", "trim")
+_TREES: dict[tuple[str, str], IncrementalTree] = {}
 
 
-def shared_document(language: str) -> Document | None:
-    """A `Document` per language kept between calls, so that successive parses of nearby texts
-    (the same file keystroke after keystroke, or candidate completions) reuse the last tree.
-    None for fallback languages. Not thread-safe: call from one thread (the server's event loop)."""
+def incremental_tree(language: str, role: str) -> IncrementalTree | None:
+    """The `IncrementalTree` kept between calls for one language and one role, so that each role's
+    successive parses (span: the document keystroke after keystroke; trim: candidate completions
+    in that document) reuse its own last tree. None for fallback languages. Not thread-safe: call
+    from one thread (the server's event loop)."""
+    if role not in ROLES:
+        raise ValueError(f"unknown parse role {role!r}")
     key = canonical_language(language)
     if key not in GRAMMARS:
         return None
-    if key not in _SHARED:
-        _SHARED[key] = Document(key)
-    return _SHARED[key]
-
-
-def count_errors(tree: Tree | None) -> int:
-    """Number of ERROR and MISSING nodes in a tree (0 for None); visits only subtrees with errors."""
-    if tree is None or not tree.root_node.has_error:
-        return 0
-    count = 0
-    stack = [tree.root_node]
-    while stack:
-        node = stack.pop()
-        if node.is_error or node.is_missing:
-            count += 1
-        for child in node.children:
-            if child.has_error or child.is_missing:
-                stack.append(child)
-    return count
+    if (key, role) not in _TREES:
+        _TREES[key, role] = IncrementalTree(key)
+    return _TREES[key, role]
 
 
 def error_extent(tree: Tree | None) -> tuple[int, int]:

@@ -1,0 +1,84 @@
+"""Filter: the span's stopping rule.
+
+The completion ends at the end of a single-line span, at a line indented to or below
+`stop_indent`, at a closing bracket beyond what it may close (or, when it may close some, at the
+end of the line that closes the block), and after `max_lines` lines. The indentation and line
+limits do not apply once `suffix_echo` confirmed an echo: that marks the end.
+"""
+from __future__ import annotations
+
+import re
+
+from diffill.lsp.code import syntax
+from diffill.lsp.code.indentation import columns
+from diffill.lsp.code.lexing import CLOSERS, OPENERS, lex
+from diffill.lsp.code.trim.context import Context
+
+_CONTINUATION_CLAUSE = re.compile(r"(else|elif|except|finally|catch)\b")
+_DIRECTIVE = re.compile(r"#\s*(if|ifdef|ifndef|else|elif|endif|pragma|define|undef|region|endregion)\b")
+
+
+def apply(ctx: Context, text: str) -> str:
+    span, language = ctx.span, ctx.cursor.language
+    lexed = lex(text, language)
+    mask, brackets = lexed.mask, lexed.brackets
+    k = 0               # brackets before the current line's end
+    line_start = 0
+    block_closed = False
+    opened_at: list[int] = []  # indentation of the line of each bracket the completion opened
+    line_index = 0
+    while True:
+        end = text.find("\n", line_start)
+        stop = len(text) if end < 0 else end
+        while k < len(brackets) and brackets[k].offset < stop:
+            b = brackets[k]
+            k += 1
+            if b.char in OPENERS:
+                before = ctx.cursor.line_prefix + text[:b.offset] if line_start == 0 else text[line_start:b.offset]
+                opened_at.append(columns(before))
+                continue
+            if opened_at:
+                opened_at.pop()
+            block_closed = block_closed or (b.depth < 0 and b.char == "}" and language != "python")
+            if b.depth < -ctx.may_close:
+                head = text[line_start:b.offset]
+                return text[:line_start] if head.strip() == "" and line_start > 0 else text[:b.offset]
+        if end < 0:
+            return text
+        depth = brackets[k - 1].depth if k else 0
+        if span.single_line and depth <= 0 and mask[end]:
+            return text[:end]
+        if block_closed and not span.single_line:
+            return text[:end]  # this line closed the block the cursor is in
+        line_index += 1
+        if line_index >= span.max_lines and not ctx.echo_confirmed:
+            return text[:end]
+        line_start = end + 1
+        nxt = text.find("\n", line_start)
+        line = text[line_start:] if nxt < 0 else text[line_start:nxt]
+        first = line_start + len(line) - len(line.lstrip())
+        starts_code = line.strip() and (mask[first] or _starts_comment(line.lstrip(), language))
+        # inside brackets the completion opened, only a line indented less than the line that
+        # opened them (and not closing them) can be the start of something else
+        outside = depth <= 0 or (line.lstrip()[:1] not in CLOSERS and opened_at and columns(line) < opened_at[-1])
+        if starts_code and outside and not ctx.echo_confirmed and _ends_span_by_indent(ctx, line):
+            return text[:end + 1]  # keep the line break: tidy_end decides about it
+
+
+def _starts_comment(stripped: str, language: str) -> bool:
+    """Does a line (stripped of indentation) start a comment, rather than continue a string?"""
+    if language == "python":
+        return stripped.startswith("#")
+    return stripped.startswith(("//", "/*")) or (not syntax.has_grammar(language) and stripped.startswith(("#", "--")))
+
+
+def _ends_span_by_indent(ctx: Context, line: str) -> bool:
+    stop = ctx.span.stop_indent
+    if stop is None:
+        return False
+    stripped = line.lstrip()
+    if columns(line) == stop and _CONTINUATION_CLAUSE.match(stripped):
+        return False  # `else:` and friends continue the statement whose body this is
+    if ctx.cursor.language != "python" and (stripped[0] in CLOSERS or _DIRECTIVE.match(stripped)):
+        return False  # closers are the bracket rule's business; directives sit at column 0
+    return columns(line) <= stop

@@ -1,4 +1,9 @@
-"""Golden cases for `trim`: each file under tests/golden/trim/<filter>/ is one case.
+"""Golden cases for `trim`: each file under tests/golden/trim/<folder>/ is one case.
+
+A folder named after a filter (a module in `trim.FILTERS`) holds that filter's cases: the filter
+must change the text (it is in the trace), or, with `changes: no`, must leave it alone. The other
+folders: in_string_or_comment (the span wants nothing, so nothing is shown), line_breaks (CRLF
+documents), replace_range (the completion retypes closers after the cursor).
 
 Format (adding a case is adding a file):
 
@@ -7,6 +12,7 @@ Format (adding a case is adding a file):
     kind: block                 # optional: the span kind decide_span must choose
     replace: 1                  # optional: characters after the cursor the result replaces (default 0)
     eol: crlf                   # optional: the document uses CRLF line breaks
+    changes: no                 # optional: the folder's filter leaves this completion as it is
     --- document
     def f(x):
         <CURSOR>
@@ -25,12 +31,15 @@ from pathlib import Path
 
 import pytest
 
+from diffill.lsp.code import trim as trimming
 from diffill.lsp.code.span import decide_span
 from diffill.lsp.code.trim import trim
 
 ROOT = Path(__file__).parent / "golden" / "trim"
 CURSOR = "<CURSOR>"
 SECTIONS = ("document", "completion", "expected")
+FILTERS = {trimming.filter_name(f) for f in trimming.FILTERS}
+OTHER_FOLDERS = {"in_string_or_comment", "line_breaks", "replace_range"}
 
 
 def parse_case(path: Path) -> dict:
@@ -38,7 +47,7 @@ def parse_case(path: Path) -> dict:
     head, sep, body = raw.partition("\n--- document\n")
     if not sep:
         raise ValueError(f"{path}: no '--- document' section")
-    case: dict = {"kind": None, "replace": 0, "eol": "lf"}
+    case: dict = {"kind": None, "replace": 0, "eol": "lf", "changes": "yes"}
     for line in head.splitlines():
         line = line.strip()
         if not line or line.startswith("#"):
@@ -71,6 +80,12 @@ def test_there_are_enough_golden_cases_across_languages():
     assert sum(1 for p in CASES if parse_case(p)["expected"] == "") >= 15  # negative cases
 
 
+def test_every_filter_has_its_golden_folder_and_every_folder_a_meaning():
+    folders = {p.relative_to(ROOT).parts[0] for p in CASES}
+    assert FILTERS <= folders
+    assert folders <= FILTERS | OTHER_FOLDERS
+
+
 @pytest.mark.parametrize("path", CASES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_golden_trim(path: Path):
     case = parse_case(path)
@@ -81,3 +96,27 @@ def test_golden_trim(path: Path):
     result = trim(case["language"], prefix, suffix, case["completion"], span)
     assert result.text == case["expected"], f"span {span}"
     assert result.replace_range == ((0, 0), (0, case["replace"]))
+    folder = path.relative_to(ROOT).parts[0]
+    changed = [cut.filter for cut in result.trace]
+    if folder in FILTERS:
+        assert (folder in changed) == (case["changes"] != "no"), f"filters that changed the text: {changed}"
+    elif folder == "in_string_or_comment":
+        assert span.kind == "none"
+    elif folder == "line_breaks":
+        assert case["eol"] == "crlf"
+    elif folder == "replace_range":
+        assert case["replace"] > 0
+
+
+def test_trim_reads_the_document_region_not_a_window_that_starts_inside_a_docstring():
+    """parse_clean_cut compares parse errors with and without the completion. On a prefix that
+    starts inside the docstring (as a model's window may) the code reads as a string and the
+    unfinished line is kept; a window that ends inside the next docstring changes nothing."""
+    case = parse_case(ROOT / "parse_clean_cut" / "python-below-a-docstring.txt")
+    prefix, suffix = case["document"].split(CURSOR)
+    span = decide_span("python", prefix, suffix)
+    window_prefix = prefix[prefix.index(">>>"):]
+    window_suffix = suffix[:suffix.index("Mean of")]
+    kept = trim("python", window_prefix, suffix, case["completion"], span)
+    assert kept.text == case["completion"].rstrip() and "parse_clean_cut" not in [c.filter for c in kept.trace]
+    assert trim("python", prefix, window_suffix, case["completion"], span).text == case["expected"]

@@ -391,3 +391,39 @@ def test_serve_check_reports_a_worker_socket_that_is_a_file_or_in_an_unsafe_fold
         assert out.returncode == 1 and says in out.stdout, out.stdout + out.stderr
     with open(path) as f:
         assert f.read() == "precious\n"
+
+
+def test_a_stale_socket_is_removed_only_when_a_diffill_worker_left_it(socket_dir, fixed_answers):
+    path = os.path.join(socket_dir, "w.sock")
+    other = socket.socket(socket.AF_UNIX)
+    other.bind(path)  # some other program of ours left a socket at that name
+    other.close()
+    env = {**os.environ, **fixed_answers}
+    out = subprocess.run(WORKER + ["--socket", path], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "no diffill worker left there" in out.stderr, out.stderr
+    assert stat.S_ISSOCK(os.lstat(path).st_mode)
+    os.unlink(path)
+    # a worker that dies without cleaning up: the next one may replace its socket
+    proc = subprocess.Popen(WORKER + ["--socket", path, "--idle-timeout", "60"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.kill()
+    proc.wait()
+    left = os.lstat(path)
+    proc = subprocess.Popen(WORKER + ["--socket", path, "--idle-timeout", "60"], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not (os.path.exists(path) and sockets.identity(os.lstat(path)) != sockets.identity(left)):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert daemon_pid(path) == proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()

@@ -241,8 +241,8 @@ class SocketPlace:
         folder, self.name = os.path.split(self.path)
         if not self.name:
             raise UnsafeSocketDir(f"{path} names a folder, not a socket")
-        ours = folder == os.path.abspath(runtime_dir())
-        self.dir_fd = open_dir(folder, create=create, fix_mode=ours)
+        self.own_folder = folder == os.path.abspath(runtime_dir())
+        self.dir_fd = open_dir(folder, create=create, fix_mode=self.own_folder)
 
     def close(self) -> None:
         if self.dir_fd >= 0:
@@ -288,11 +288,16 @@ class SocketPlace:
                                f"refusing to use it")
         return info
 
-    def remove_stale(self) -> bool:
-        """Remove a socket of this user left at the name (the caller holds the lock); never anything else."""
+    def remove_stale(self, left_by: tuple[int, ...] | None) -> bool:
+        """Remove the socket a dead worker left at the name (the caller holds the lock): in diffill's
+        own runtime folder any socket of this user, elsewhere only the one whose identity (see
+        `identity`) the last worker recorded in the lock. Never anything else."""
         info = self.check_socket()
         if info is None:
             return False
+        if not self.own_folder and identity(info) != left_by:
+            raise UnsafeSocket(f"{self.path} is a socket that no diffill worker left there; diffill leaves it "
+                               f"alone: remove it or choose another workerSocket")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.name, dir_fd=self.dir_fd)
         return True
@@ -316,6 +321,7 @@ class SocketPlace:
             raise UnsafeSocket(f"the socket {self.path} vanished right after it was bound")
         if stat.S_IMODE(info.st_mode) & 0o077:
             os.chmod(self.name, 0o600, dir_fd=self.dir_fd)
+            info = self.check_socket() or info
         return info
 
     def listen(self, backlog: int = 64) -> tuple[socket.socket, os.stat_result]:
@@ -327,6 +333,12 @@ class SocketPlace:
             sock.close()
             raise
         return sock, info
+
+
+def identity(info: os.stat_result) -> tuple[int, int, int]:
+    """What tells one socket file from another at the same name across processes (an inode number
+    alone may be reused once the file is gone)."""
+    return info.st_ino, info.st_dev, info.st_ctime_ns
 
 
 # ---- the other side ----------------------------------------------------------------------------

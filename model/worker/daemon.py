@@ -59,18 +59,19 @@ def _main_shared(args) -> int:
         return 2
     try:
         place.check_socket()  # a file, a link, another user's socket: refused, never removed
-        lock = _take_lock(state_fd, sockets.lock_name(path), path)
+        taken = _take_lock(state_fd, sockets.lock_name(path), path)
     except (OSError, sockets.UnsafeSocket) as exc:
         print(f"diffill worker: cannot use {path}: {exc}", file=sys.stderr)
         return 2
-    if lock is None:
+    if taken is None:
         print(f"diffill worker: another worker already serves {path}", file=sys.stderr)
         return 0
+    lock, left_by = taken
     if args.detach and _detach(state_fd, sockets.log_name(path)):
         return 0
     _write_pid(lock, path)
     worker = Worker(args, shared=True)
-    _exit_now(asyncio.run(worker.serve_socket(place, lock, state_fd, sockets.lock_name(path))))
+    _exit_now(asyncio.run(worker.serve_socket(place, lock, state_fd, sockets.lock_name(path), left_by)))
 
 
 def _exit_now(code: int) -> None:
@@ -454,13 +455,19 @@ class Worker:
         self.stop()
         return 0
 
-    async def serve_socket(self, place: sockets.SocketPlace, lock_fd: int, state_fd: int, lock_name: str) -> int:
+    async def serve_socket(self, place: sockets.SocketPlace, lock_fd: int, state_fd: int, lock_name: str,
+                           left_by: tuple[int, ...] | None = None) -> int:
         self.loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
         self._place, self._lock_fd, self._state_fd, self._lock_name = place, lock_fd, state_fd, lock_name
         for sig in (signal.SIGTERM, signal.SIGINT):
             self.loop.add_signal_handler(sig, self.stop, f"stopped by signal {sig.name}")
-        place.remove_stale()  # a socket of ours left by a worker that died: we hold the lock, so it is stale
+        try:
+            place.remove_stale(left_by)  # left by a worker that died: we hold the lock, so it is stale
+        except sockets.UnsafeSocket as exc:
+            print(f"diffill worker: cannot use {place.path}: {exc}", file=sys.stderr, flush=True)
+            os.close(lock_fd)
+            return 2
         await self._bind()
         print(f"diffill worker {os.getpid()}: serving {place.path}", file=sys.stderr, flush=True)
         threading.Thread(target=self.compute, name="compute", daemon=True).start()
@@ -478,6 +485,7 @@ class Worker:
 
     async def _bind(self) -> None:
         sock, self._bound = self._place.listen()
+        _write_pid(self._lock_fd, self._place.path, self._bound)  # the next worker may remove this one only
         server = await asyncio.start_unix_server(self._accept, sock=sock, limit=messages.MAX_MESSAGE_BYTES)
         self._servers.append(server)
 
@@ -568,22 +576,31 @@ def _open_own_file(state_fd: int, name: str, flags: int) -> int:
     return fd
 
 
-def _take_lock(state_fd: int, name: str, path: str) -> int | None:
+def _take_lock(state_fd: int, name: str, path: str) -> tuple[int, tuple[int, ...] | None] | None:
     """An exclusive lock held for the worker's life (in the runtime folder, named after the socket),
-    or None when another worker has it."""
+    with the identity of the socket the last worker of this lock bound (sockets.identity); None when
+    another worker has it. The lock holds "PID\\nSOCKET PATH\\nINODE DEVICE CTIME_NS\\n"."""
     fd = _open_own_file(state_fd, name, os.O_RDWR)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         os.close(fd)
         return None
+    left_by = None
+    lines = os.pread(fd, 8192, 0).decode("utf-8", "surrogateescape").splitlines()
+    if len(lines) >= 3 and lines[1] == path:
+        try:
+            left_by = tuple(int(x) for x in lines[2].split())
+        except ValueError:
+            pass
     _write_pid(fd, path)
-    return fd
+    return fd, left_by
 
 
-def _write_pid(fd: int, path: str) -> None:
+def _write_pid(fd: int, path: str, bound: os.stat_result | None = None) -> None:
+    text = f"{os.getpid()}\n{path}\n" + (" ".join(map(str, sockets.identity(bound))) + "\n" if bound else "")
     os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n{path}\n".encode("utf-8", "surrogateescape"), 0)
+    os.pwrite(fd, text.encode("utf-8", "surrogateescape"), 0)
 
 
 def _detach(state_fd: int, log_name: str) -> bool:

@@ -1,0 +1,286 @@
+"""Gate: a completion that adds syntax errors to the document is cut back to the longest prefix
+that adds none, ending at a line end or after a statement's `;`; when no such prefix is left,
+nothing is shown.
+
+The gate parses a window of whole statements around the cursor (the document's tree, which the span
+decision has just built, says where they start and end; at most about WINDOW bytes each side),
+once without the completion and once with each candidate. An error of the document with the
+completion is its own when it lies inside the inserted text, or when no error of the document
+without it is at the same place (positions after the insertion shifted back): what the user is in
+the middle of writing (`foo(` before a completion of its arguments) is not an error the completion
+added. Languages without a grammar are left alone.
+
+Python gets one more check, with Python's own parser in the mode its interactive console uses to
+tell unfinished input from invalid input: when the code from the window's start up to the cursor can
+still become valid (as it is, or with a placeholder such as `_` or `:` after it), it must still be
+able to with the completion after it. That catches junk inside a line the user has not finished,
+where the document has an error with or without the completion.
+"""
+from __future__ import annotations
+
+import ast
+import codeop
+import warnings
+from typing import NamedTuple
+
+from diffill.lsp.code import syntax
+from diffill.lsp.code.lexing import lex
+from diffill.lsp.code.trim.context import Context
+from diffill.lsp.code.trim.replace_range import replaced_closers
+
+WINDOW = 1500           # bytes of the document each side of the cursor, in whole statements
+MAX_CANDIDATES = 24     # shorter cuts tried, longest first
+GROWTH = 64             # bytes an error the user made may grow by before it counts as the completion's
+
+_TREES: dict[str, syntax.IncrementalTree] = {}  # the gate's own parses, per language
+
+
+class Error(NamedTuple):
+    start: int
+    end: int
+    kind: str  # "error" (an ERROR node), "missing" (a MISSING node) or "structure" (python_structure)
+
+
+def apply(ctx: Context, text: str) -> str:
+    if ctx.tree is None or not text.strip():
+        return text
+    gate = Gate.of(ctx)
+    if gate is None or not gate.adds_errors(text):
+        return text
+    # Python's parser says where the text stops being valid: a cut that keeps that point keeps the error
+    invalid = gate.invalid_at
+    for candidate in _candidates(text, ctx.cursor.language)[:MAX_CANDIDATES]:
+        if invalid is not None and len(candidate) > invalid:
+            continue
+        if not gate.adds_errors(candidate):
+            return candidate
+    return ""
+
+
+class Gate:
+    """The window around one cursor and the errors it has without a completion."""
+
+    def __init__(self, ctx: Context, before: bytes, after: bytes):
+        self.ctx = ctx
+        self.before, self.after = before, after
+        language = ctx.cursor.language
+        self.tree = _TREES.get(language) or _TREES.setdefault(language, syntax.IncrementalTree(language))
+        c = len(before)
+        self.baseline = errors(self.tree.update(before + after), language, c, c)
+        # Python: the code before the cursor, when it can still become valid, and how
+        self.viable: str | None = None
+        self.placeholder = ""
+        self.invalid_at: int | None = None  # where the last text adds_errors judged stopped being valid
+        if language == "python":
+            head = before.decode("utf-8", "replace")
+            head = ("if 1:\n" if head[:1] in " \t" else "") + head
+            for placeholder in PLACEHOLDERS:
+                if python_status(head + placeholder) != "invalid":
+                    self.viable, self.placeholder = head, placeholder
+                    break
+
+    @classmethod
+    def of(cls, ctx: Context) -> "Gate | None":
+        cursor = ctx.cursor
+        prefix = cursor.prefix.encode("utf-8")
+        suffix = cursor.suffix.encode("utf-8")
+        data = prefix + suffix
+        document = document_tree(cursor.language, data, len(prefix))
+        if document is None:
+            return None
+        start, end = window(document, data, len(prefix))
+        return cls(ctx, prefix[start:], suffix[:end - len(prefix)])
+
+    def adds_errors(self, text: str) -> bool:
+        self.invalid_at = None
+        if self.viable is not None:
+            at = python_invalid_at(self.viable + text, self.placeholder)
+            if at is not None:
+                self.invalid_at = max(0, at - len(self.viable))
+                return True
+        inserted = text.encode("utf-8")
+        consumed = replaced_closers(self.ctx, text)
+        c = len(self.before)
+        found = errors(self.tree.update(self.before + inserted + self.after[consumed:]), self.ctx.cursor.language,
+                       c, c + len(inserted))
+        return any(self._is_new(e, len(inserted), consumed) for e in found)
+
+    def _is_new(self, e: Error, n: int, consumed: int) -> bool:
+        c = len(self.before)
+        if c < e.start and e.end < c + n:
+            return True  # inside the completion: the completion's own
+
+        def back(p: int) -> int:
+            return p if p <= c else c if p < c + n else p - n + consumed
+
+        start, end = back(e.start), back(e.end)
+        for b in self.baseline:
+            if (b.kind == "structure") != (e.kind == "structure"):
+                continue  # a header left without its body is not the user's unfinished expression
+            if b.start <= end and start <= b.end and end - start <= (b.end - b.start) + GROWTH:
+                return False
+        return True
+
+
+PLACEHOLDERS = ("", "_", ":", "_:", " _")
+_PY_FLAGS = ast.PyCF_ONLY_AST | codeop.PyCF_ALLOW_INCOMPLETE_INPUT | codeop.PyCF_DONT_IMPLY_DEDENT
+
+
+def python_status(source: str) -> str:
+    """"ok", "incomplete" (valid so far, unfinished) or "invalid", by Python's parser."""
+    return _python_check(source)[0]
+
+
+def _python_check(source: str) -> tuple[str, int]:
+    """(status, character offset of the error in `source`, 0 when there is none)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            compile(source, "<completion>", "exec", _PY_FLAGS, dont_inherit=True)
+        return "ok", 0
+    except SyntaxError as exc:
+        if exc.msg == "incomplete input":
+            return "incomplete", 0
+        return "invalid", _offset(source, exc.lineno, exc.offset)
+    except (ValueError, MemoryError, RecursionError):
+        return "invalid", 0
+
+
+def _offset(source: str, lineno: int | None, col: int | None) -> int:
+    at = 0
+    for _ in range(max(0, (lineno or 1) - 1)):
+        nl = source.find("\n", at)
+        if nl < 0:
+            return len(source)
+        at = nl + 1
+    return min(len(source), at + max(0, (col or 1) - 1))
+
+
+def python_invalid_at(source: str, first: str = "") -> int | None:
+    """None when `source` can still become valid Python, as it is or with one of PLACEHOLDERS after
+    it (`first` tried first); else where Python's parser found it invalid (as it is)."""
+    where = None
+    for placeholder in (first,) + tuple(p for p in PLACEHOLDERS if p != first):
+        status, at = _python_check(source + placeholder)
+        if status != "invalid":
+            return None
+        if placeholder == "":
+            where = at
+    return where if where is not None else _python_check(source)[1]
+
+
+def errors(tree, language: str = "", lo: int = 0, hi: int = -1) -> list[Error]:
+    """The outermost ERROR nodes and every MISSING node of a tree, by byte range; for Python also
+    what its grammar lets pass and Python does not (see `python_structure`), in blocks that
+    overlap bytes lo..hi."""
+    if tree is None:
+        return []
+    out: list[Error] = python_structure(tree, lo, hi) if language == "python" else []
+    if not tree.root_node.has_error:
+        return out
+    stack = [(tree.root_node, False)]
+    while stack:
+        node, inside = stack.pop()
+        if node.is_missing:
+            out.append(Error(node.start_byte, node.end_byte, "missing"))
+        elif node.is_error and not inside:
+            out.append(Error(node.start_byte, node.end_byte, "error"))
+        for child in node.children:
+            if child.has_error or child.is_missing:
+                stack.append((child, inside or node.is_error))
+    return out
+
+
+_BLOCKS = {"block", "module"}
+
+
+def python_structure(tree, lo: int, hi: int) -> list[Error]:
+    """Errors tree-sitter's Python grammar does not report: a block with no statement (a header
+    without its body), and statements of one block that do not start at the same column (an
+    unexpected indent or a dedent to no enclosing level). Only blocks that overlap lo..hi."""
+    out: list[Error] = []
+    stack = [tree.root_node]
+    while stack:
+        node = stack.pop()
+        if node.type in _BLOCKS:
+            statements = [ch for ch in node.named_children if ch.type != "comment"]
+            if not statements and node.type == "block":
+                out.append(Error(node.start_byte, node.end_byte, "structure"))
+            elif statements:
+                column = statements[0].start_point[1]
+                row = statements[0].start_point[0]
+                for ch in statements[1:]:
+                    if ch.start_point[1] != column and ch.start_point[0] != row:
+                        out.append(Error(ch.start_byte, ch.start_byte, "structure"))
+                        break
+        for ch in node.children:
+            if ch.start_byte <= hi + 1 and ch.end_byte >= lo - 1 and (ch.child_count or ch.type == "block"):
+                stack.append(ch)
+    return out
+
+
+def document_tree(language: str, data: bytes, cursor: int):
+    """The tree of the whole document, which says where the window's statements start and end: the
+    span decision's when it parsed this text (it just did, in the pipeline: the same length and the
+    same bytes around the cursor), else the trim's own incremental parse. The window itself is
+    always parsed from `data`."""
+    span = syntax.incremental_tree(language, "span")
+    lo, hi = max(0, cursor - 4 * WINDOW), cursor + 4 * WINDOW
+    if span is not None and span.tree is not None and len(span.data) == len(data) and span.data[lo:hi] == data[lo:hi]:
+        return span.tree
+    trim = syntax.incremental_tree(language, "trim")
+    return trim.update(data) if trim is not None else None
+
+
+def window(tree, data: bytes, cursor: int) -> tuple[int, int]:
+    """(start, end) byte offsets of whole statements around `cursor`: siblings of the largest node
+    at the cursor that fits in 2 * WINDOW bytes, each that small, as far as WINDOW bytes each side."""
+    root = tree.root_node
+    node = root.descendant_for_byte_range(cursor, cursor) or root
+    fit = None
+    while node is not None and node.end_byte - node.start_byte <= 2 * WINDOW and node.parent is not None:
+        fit, node = node, node.parent
+    parent = node if node is not None else root
+    lo, hi = max(0, cursor - WINDOW), min(len(data), cursor + WINDOW)
+    start = end = None
+    for child in parent.children:
+        small = child.end_byte - child.start_byte <= 2 * WINDOW or child == fit
+        if child.end_byte < lo:
+            continue
+        if child.start_byte > hi:
+            break
+        if not small:
+            if child.end_byte <= cursor:
+                start = end = None  # a large sibling before the cursor: start after it
+                continue
+            if child.start_byte >= cursor:
+                break
+            continue
+        start = child.start_byte if start is None else start
+        end = child.end_byte
+    if start is None or start > cursor:
+        start = lo
+    end = hi if end is None or end < cursor else end
+    start = data.rfind(b"\n", 0, start) + 1  # from the start of its line, indentation included
+    nl = data.find(b"\n", end)
+    return start, len(data) if nl < 0 else nl
+
+
+def _candidates(text: str, language: str) -> list[str]:
+    """Shorter cuts of `text`, longest first: before each line break, and after each `;` outside
+    brackets, strings and comments."""
+    lexed = lex(text, language)
+    mask = lexed.mask
+    cuts = set()
+    for i, ch in enumerate(text):
+        if ch == "\n":
+            cuts.add(i)
+        elif ch == ";" and mask[i] and lexed.depth_before(i) <= 0:
+            cuts.add(i + 1)
+    out, seen = [], {text}
+    for cut in sorted(cuts, reverse=True):
+        candidate = text[:cut].rstrip(" \t")
+        if candidate.strip() and candidate not in seen:
+            seen.add(candidate)
+            out.append(candidate)
+    return out

@@ -105,6 +105,13 @@ def test_inside_strings_and_comments_there_is_nothing_to_fill(language, document
     assert not span.wants_completion
 
 
+def test_broken_code_below_a_long_docstring_is_code():
+    # the tree cannot tell at `x =` (an error node): the text rule decides, from the prefix's start
+    doc = ("def f(x, y):\n    \"\"\"Doc.\n\n" + "    >>> f(1, 2)\n" * 300 + "    \"\"\"\n    if x:\n        return x\n"
+           "    result =<CURSOR>\n    if y:\n        return 1\n")
+    assert span_of("python", doc).kind == "line"
+
+
 def test_comments_can_be_completed_when_configured():
     span = span_of("python", "x = 1  # the <CURSOR>\n", complete_in_comments=True)
     assert span.kind == "line"

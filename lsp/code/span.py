@@ -116,8 +116,9 @@ def _code_part(line: str, language: str) -> str:
 
 
 def _in_string_or_comment_text(cursor: Cursor) -> bool:
-    """Text rule: would a character typed at the cursor be inside a string or comment?"""
-    return not lex(cursor.prefix[-3000:] + "x", cursor.language).mask[-1]
+    """Text rule: would a character typed at the cursor be inside a string or comment? Lexed from
+    the start of the prefix: a shorter look-back may start inside a docstring."""
+    return not lex(cursor.prefix + "x", cursor.language).mask[-1]
 
 
 def _in_string_or_comment_tree(tree, offset: int) -> bool | None:

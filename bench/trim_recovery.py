@@ -10,25 +10,20 @@ Each hole's true middle is followed by text a model might run on with, cut at --
                its hole filled, on a new line)
 A case is recovered when the trimmed completion equals the middle modulo trailing whitespace
 (and replaces nothing after the cursor). For HumanEval the filled program is also run against the
-problem's tests in a child process with a timeout: `passed`.
+problem's tests, in fim_eval.py's sandbox (a fresh `python -I` with a timeout): `passed`.
 
-    .venv/bin/python bench/trim_recovery.py                      # everything (about an hour on 2 cores)
-    .venv/bin/python bench/trim_recovery.py --sample 4 --out X   # every 4th case of each set
+    .venv/bin/python bench/trim_recovery.py                          # everything
+    .venv/bin/python bench/trim_recovery.py --sample 4 --out-dir X   # every 4th case of each set
 
-Writes bench/results/trim_recovery.json unless --out says otherwise.
+Writes bench/results/trim_recovery.json and .md (through record.py) unless --out-dir says otherwise.
 """
 from __future__ import annotations
 
 import argparse
-import datetime
-import gzip
 import json
-import os
-import platform
-import signal
 import sys
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -38,22 +33,18 @@ from diffill.lsp.code.span import decide_span  # noqa: E402
 from diffill.lsp.code.trim import trim  # noqa: E402
 
 import safim_truncation as safim  # noqa: E402
+from fim_eval import EVALDATA, passes, read_jsonl_gz  # noqa: E402
+from record import RESULTS, percentile, write_results  # noqa: E402
 
-EVALDATA = HERE.parent.parent / "shared" / "evaldata"
 SAFIM_LANG = {"cpp": "cpp", "java": "java", "python": "python", "csharp": "csharp"}
 MODES = ("suffix_echo", "junk")
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 # ---- cases --------------------------------------------------------------------------------
 
 
 def humaneval_cases(evaldata: Path, name: str) -> list[dict]:
-    rows = read_jsonl(evaldata / "humaneval-infilling" / f"HumanEval-{name}Infilling.jsonl.gz")
+    rows = read_jsonl_gz(evaldata / "humaneval-infilling" / f"HumanEval-{name}Infilling.jsonl.gz")
     programs: dict[int, str] = {}
     for r in rows:
         programs.setdefault(int(r["task_id"].split("/")[2]), r["prompt"] + r["canonical_solution"] + r["suffix"])
@@ -70,7 +61,7 @@ def humaneval_cases(evaldata: Path, name: str) -> list[dict]:
 
 
 def safim_cases(evaldata: Path, name: str) -> list[dict]:
-    rows = read_jsonl(evaldata / "safim" / f"{name}_completion.jsonl.gz")
+    rows = read_jsonl_gz(evaldata / "safim" / f"{name}_completion.jsonl.gz")
     by_lang: dict[str, list[dict]] = {}
     for r in rows:
         by_lang.setdefault(r["lang"], []).append(r)
@@ -133,46 +124,6 @@ def recovered(case: dict, text: str, replaced: int) -> bool:
 # ---- HumanEval execution ------------------------------------------------------------------
 
 
-def run_program(program: str, timeout: float) -> bool:
-    """Run `program` in a forked child inside a temporary folder; True when it raises nothing
-    within `timeout` seconds. Destructive os/shutil/subprocess functions are disabled in the child."""
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.setsid()
-            devnull = os.open(os.devnull, os.O_RDWR)
-            for fd in (0, 1, 2):
-                os.dup2(devnull, fd)
-            os.chdir(tempfile.mkdtemp(prefix="trimrec-"))
-            signal.alarm(int(timeout) + 1)
-            import resource
-            resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
-            import shutil
-            import subprocess
-            for mod, names in ((os, ("system", "remove", "unlink", "rmdir", "removedirs", "kill", "fork",
-                                     "killpg", "rename", "renames", "truncate", "putenv", "chmod", "chown")),
-                               (shutil, ("rmtree", "move", "chown")), (subprocess, ("Popen",))):
-                for name in names:
-                    setattr(mod, name, None)
-            exec(compile(program, "<candidate>", "exec"), {"__name__": "__main__"})
-            os._exit(0)
-        except BaseException:
-            os._exit(1)
-    deadline = time.monotonic() + timeout
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-        if time.monotonic() > deadline:
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
-            return False
-        time.sleep(0.002)
-
-
 def humaneval_program(case: dict, text: str, replaced: int) -> str:
     return (case["prefix"] + text + case["suffix"][replaced:] + "\n" + case["test"] + "\n"
             + f"check({case['entry_point']})\n")
@@ -181,9 +132,8 @@ def humaneval_program(case: dict, text: str, replaced: int) -> str:
 # ---- driver -------------------------------------------------------------------------------
 
 
-def evaluate(cases: list[dict], kind: str, overrun: int, execute: bool, timeout: float) -> dict:
+def evaluate(cases: list[dict], kind: str, overrun: int, execute: bool, timeout: float, jobs: int = 2) -> dict:
     out: dict = {"cases": len(cases)}
-    cache: dict[str, bool] = {}
     for who in ("ours", "safim"):
         if who == "safim" and kind == "block" and safim.parser(cases[0]["language"]) is None:
             print(f"trim_recovery: no SAFIM baseline for {cases[0]['language']}: its tree-sitter grammar"
@@ -191,32 +141,70 @@ def evaluate(cases: list[dict], kind: str, overrun: int, execute: bool, timeout:
             out[who] = None
             continue
         rec = {m: 0 for m in MODES}
-        passed = {m: 0 for m in MODES}
-        seconds = 0.0
+        ms: list[float] = []
         failures: list[dict] = []
+        programs: dict[str, list[str]] = {m: [] for m in MODES}
         for case in cases:
             for mode in MODES:
                 completion = overgenerate(case, mode, overrun)
                 t0 = time.perf_counter()
                 text, replaced = ours(case, completion) if who == "ours" else baseline(case, completion, kind)
-                seconds += time.perf_counter() - t0
+                ms.append((time.perf_counter() - t0) * 1000)
                 ok = recovered(case, text, replaced)
                 rec[mode] += ok
                 if not ok and len(failures) < 400 and who == "ours":
                     failures.append({"id": case["id"], "mode": mode, "got": text, "want": case["middle"]})
                 if execute:
-                    program = humaneval_program(case, text, replaced)
-                    if program not in cache:
-                        cache[program] = run_program(program, timeout)
-                    passed[mode] += cache[program]
+                    programs[mode].append(humaneval_program(case, text, replaced))
         n = max(len(cases), 1)
         out[who] = {m: rec[m] / n for m in MODES}
         if execute:
-            out[who]["passed"] = {m: passed[m] / n for m in MODES}
-        out[who]["ms_per_trim"] = 1000 * seconds / max(2 * len(cases), 1)
+            unique = sorted({p for ps in programs.values() for p in ps})
+            with ThreadPoolExecutor(jobs) as pool:
+                verdict = dict(zip(unique, pool.map(lambda p: passes(p, timeout), unique)))
+            out[who]["passed"] = {m: sum(verdict[p] for p in programs[m]) / n for m in MODES}
+        out[who]["ms_per_trim"] = {"p50": percentile(ms, 0.5, 2), "p95": percentile(ms, 0.95, 2)}
         if who == "ours":
             out["_failures"] = failures
     return out
+
+
+SET_LABELS = {"single_line": "HumanEval single-line", "multi_line": "HumanEval multi-line"}
+
+
+def markdown(results: dict, args) -> str:
+    def pct(x):
+        return "" if x is None else f"{100 * x:.1f}"
+
+    rows = []
+    for key, r in results.items():
+        label = SET_LABELS.get(key) or "SAFIM " + key.replace("safim_", "").replace("/", " ")
+        o, b = r["ours"], r["safim"] or {}
+        if "passed" in o:
+            passed = " | ".join(f"{pct(o['passed'][m])} / {pct(b.get('passed', {}).get(m))}" for m in MODES)
+        else:
+            passed = " | "
+        t = o["ms_per_trim"]
+        ms = "n/a" if t["p50"] is None else f"{t['p50']} / {t['p95']}"
+        rows.append(f"| {label} | {r['cases']} | {pct(o['suffix_echo'])} | {pct(b.get('suffix_echo'))} | "
+                    f"{pct(o['junk'])} | {pct(b.get('junk'))} | {passed} | {ms} |")
+    sample = f"every {args.sample}th case of each set" if args.sample > 1 else "all cases"
+    return (
+        f"Every hole ({sample}) of HumanEval-infilling (single-line, multi-line) and SAFIM (block, control) gets a "
+        f"simulated over-generating model: the true middle followed by {args.overrun} characters of\n"
+        "- **suffix_echo**: the true suffix (the model writes what is already below the cursor), or\n"
+        "- **junk**: unrelated code: the whole program of another HumanEval problem ((n+1) mod 164), or for SAFIM "
+        "another problem in the same language whose program differs, its hole filled, on a new line.\n\n"
+        "*Recovered* = the trimmed text equals the middle up to trailing whitespace and replaces nothing after the "
+        "cursor. *Passed* = prefix + trimmed + suffix runs the problem's tests without error (fim_eval.py's sandbox: "
+        f"a fresh `python -I`, {args.timeout:g} s limit). `ours` = `trim(language, prefix, suffix, completion, "
+        "decide_span(language, prefix, suffix))`; `SAFIM` = its rules re-implemented in `bench/safim_truncation.py`: "
+        "block holes drop trailing lines until the program parses and its node sequence is the hole-less one plus "
+        "one insertion; control holes cut at the first unbalanced `)` (Python: first line); single-line holes keep "
+        "the first line. C# has no grammar in diffill: the fallback (indentation and bracket) rules trim it.\n\n"
+        "| set | cases | echo: ours | echo: SAFIM | junk: ours | junk: SAFIM | passed echo (ours / SAFIM) | "
+        "passed junk (ours / SAFIM) | ms per trim, p50 / p95 (ours) |\n|---|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows) + "\n\n(percent of cases; ms per trim includes `decide_span`.)\n")
 
 
 def main(argv=None) -> int:
@@ -225,9 +213,10 @@ def main(argv=None) -> int:
     ap.add_argument("--sample", type=int, default=1, help="take every Nth case of each set (deterministic)")
     ap.add_argument("--overrun", type=int, default=400, help="characters of over-generation after the middle")
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds per HumanEval program")
+    ap.add_argument("--jobs", type=int, default=2, help="HumanEval programs run at once")
     ap.add_argument("--no-exec", action="store_true", help="skip running HumanEval tests")
     ap.add_argument("--sets", default="single_line,multi_line,safim_block,safim_control")
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "trim_recovery.json")
+    ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--failures", type=Path, default=None, help="write unrecovered cases here (JSON)")
     args = ap.parse_args(argv)
     if not args.evaldata.is_dir():
@@ -244,41 +233,34 @@ def main(argv=None) -> int:
             kind = name
         else:
             kind = name.split("_")[1]
-            cases = safim_cases(args.evaldata, kind)
             groups = {}
-            for c in cases:
+            for c in safim_cases(args.evaldata, kind):
                 groups.setdefault(c["language"], []).append(c)
             groups = {k: v[:: args.sample] for k, v in sorted(groups.items())}
         for lang, group in groups.items():
             t0 = time.time()
             res = evaluate(group, kind, args.overrun, execute=name in ("single_line", "multi_line") and not args.no_exec,
-                           timeout=args.timeout)
+                           timeout=args.timeout, jobs=args.jobs)
             failures[f"{name}/{lang}"] = res.pop("_failures")
             key = name if name in ("single_line", "multi_line") else f"{name}/{lang}"
             results[key] = res
             print(f"{key}: {json.dumps(res)}  ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
 
-    summary = {}
-    for key in ("single_line", "multi_line"):
-        if key in results:
-            summary[key] = {m: results[key]["ours"][m] for m in MODES}
-    if any("passed" in results.get(k, {}).get("ours", {}) for k in ("single_line", "multi_line")):
-        summary["passed"] = {k: results[k]["ours"]["passed"] for k in ("single_line", "multi_line")
-                             if k in results and "passed" in results[k]["ours"]}
-    summary["details"] = results
-    summary["meta"] = {
-        "command": " ".join(["python bench/trim_recovery.py"] + _recorded_args(argv if argv is not None else sys.argv[1:])),
-        "sample": f"every {args.sample}th case of each set" if args.sample > 1 else "all cases",
-        "overrun_chars": args.overrun,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}",
-        "date": datetime.date.today().isoformat(),
-        "seconds": round(time.time() - started),
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(summary, indent=2) + "\n")
+    summary: dict = {key: {m: results[key]["ours"][m] for m in MODES} for key in ("single_line", "multi_line")
+                     if key in results}
+    passed = {k: results[k]["ours"]["passed"] for k in ("single_line", "multi_line")
+              if k in results and "passed" in results[k]["ours"]}
+    if passed:
+        summary["passed"] = passed
+    data = {**summary, "details": results,
+            "settings": {"sample": args.sample, "overrun_chars": args.overrun, "timeout_s": args.timeout},
+            "seconds": round(time.time() - started)}
+    write_results("trim_recovery", data, markdown(results, args),
+                  "Trim recovery: `diffill.lsp.code.trim` against SAFIM's syntax-aware truncation",
+                  _recorded_args(argv if argv is not None else sys.argv[1:]), out_dir=args.out_dir)
     if args.failures:
         args.failures.write_text(json.dumps(failures, indent=1))
-    print(json.dumps({k: v for k, v in summary.items() if k != "details"}, indent=2))
+    print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -289,10 +271,10 @@ def _recorded_args(argv: list[str]) -> list[str]:
         if skip:
             skip = False
             continue
-        if arg in ("--out", "--failures", "--evaldata"):
+        if arg in ("--out-dir", "--failures", "--evaldata"):
             skip = True
             continue
-        if arg.startswith(("--out=", "--failures=", "--evaldata=")):
+        if arg.startswith(("--out-dir=", "--failures=", "--evaldata=")):
             continue
         out.append(arg)
     return out

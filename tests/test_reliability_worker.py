@@ -70,8 +70,9 @@ async def test_a_stopped_worker_costs_one_deadline_then_is_replaced(mode, fixed_
             hung = await wait_status(s, lambda st: "stopped answering" in st["message"], seen)
             assert hung["state"] == "error"
             await wait_status(s, lambda st: st["state"] == "ready", seen + 1)
-            s.edit(a, 1, 12, "t")
-            assert (await s.inline(a, 1, 13)) is not None
+            c = "file:///project/c.py"
+            s.open(c, COMPLETES)
+            assert (await s.inline(c, *COMPLETES_AT)).items[0].insert_text == COMPLETION
             stats = await s.stats()
             assert stats["worker"]["status"]["pid"] != pid and stats["worker"]["hangs"] >= 1
             assert not alive(pid)  # the hung one was killed, not left behind

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 
 from diffill.lsp.code.cursor import normalise_newlines
 from diffill.lsp.code.span import Span
-from diffill.lsp.code.trim import (duplicated_closing_line, parse_clean_cut, reindent, rest_of_line_echo,
-                                   span_end, suffix_echo, tidy_end)
+from diffill.lsp.code.trim import (cursor_spacing, duplicated_closing_line, parse_gate, reindent, repetition,
+                                   rest_of_line_echo, span_end, suffix_echo, tidy_end, unreachable,
+                                   word_after_cursor, word_at_cursor)
 from diffill.lsp.code.trim.context import Context
 from diffill.lsp.code.trim.replace_range import replaced_closers
 
@@ -21,9 +22,14 @@ FILTERS = (
     suffix_echo,              # whole lines that repeat the lines below the cursor
     rest_of_line_echo,        # a first line that ends by repeating the rest of the cursor's line
     span_end,                 # the span's stopping rule: line end, dedent, closing brackets, max lines
+    repetition,               # repeated lines and blocks, lines that end in a repeating token run
+    unreachable,              # code after return/raise/break/continue/throw at the same level
+    word_at_cursor,           # the start against the word being typed: retyped part dropped, glue not shown
     duplicated_closing_line,  # a last line that repeats the closers after the cursor
-    parse_clean_cut,          # a shorter cut when the longer one adds parse errors to the file
     reindent,                 # continuation lines in the file's indentation style
+    parse_gate,               # the longest prefix that adds no syntax error to the document, or nothing
+    word_after_cursor,        # the end against the word right after the cursor
+    cursor_spacing,           # no doubled blank at either end
     tidy_end,                 # trailing blank space the suffix already provides
 )
 

@@ -5,10 +5,10 @@ nothing is shown.
 The gate parses a window of whole statements around the cursor (the document's tree, which the span
 decision has just built, says where they start and end; at most about WINDOW bytes each side),
 once without the completion and once with each candidate. An error of the document with the
-completion is its own when it lies inside the inserted text, or when no error of the document
-without it is at the same place (positions after the insertion shifted back): what the user is in
-the middle of writing (`foo(` before a completion of its arguments) is not an error the completion
-added. Languages without a grammar are left alone.
+completion is its own when it lies inside the inserted text, or when it does not lie within an error
+of the document without it (positions after the insertion shifted back, the insertion itself
+collapsed to the cursor): what the user is in the middle of writing (`foo(` before a completion of
+its arguments) is not an error the completion added, an error that now reaches further is. Languages without a grammar are left alone.
 
 Python gets one more check, with Python's own parser in the mode its interactive console uses to
 tell unfinished input from invalid input: when the code from the window's start up to the cursor can
@@ -30,7 +30,7 @@ from diffill.lsp.code.trim.replace_range import replaced_closers
 
 WINDOW = 1500           # bytes of the document each side of the cursor, in whole statements
 MAX_CANDIDATES = 24     # shorter cuts tried, longest first
-GROWTH = 64             # bytes an error the user made may grow by before it counts as the completion's
+SLACK = 2               # bytes an error may move by and still be the same one
 
 _TREES: dict[str, syntax.IncrementalTree] = {}  # the gate's own parses, per language
 
@@ -117,8 +117,8 @@ class Gate:
         for b in self.baseline:
             if (b.kind == "structure") != (e.kind == "structure"):
                 continue  # a header left without its body is not the user's unfinished expression
-            if b.start <= end and start <= b.end and end - start <= (b.end - b.start) + GROWTH:
-                return False
+            if b.start - SLACK <= start and end <= b.end + SLACK:
+                return False  # within an error the document has without the completion
         return True
 
 
@@ -191,22 +191,20 @@ def errors(tree, language: str = "", lo: int = 0, hi: int = -1) -> list[Error]:
     return out
 
 
-_BLOCKS = {"block", "module"}
-
-
 def python_structure(tree, lo: int, hi: int) -> list[Error]:
     """Errors tree-sitter's Python grammar does not report: a block with no statement (a header
     without its body), and statements of one block that do not start at the same column (an
-    unexpected indent or a dedent to no enclosing level). Only blocks that overlap lo..hi."""
+    unexpected indent or a dedent to no enclosing level). Only blocks that overlap lo..hi; the
+    window's top level is an excerpt, where a dedent is no error."""
     out: list[Error] = []
     stack = [tree.root_node]
     while stack:
         node = stack.pop()
-        if node.type in _BLOCKS:
+        if node.type == "block":
             statements = [ch for ch in node.named_children if ch.type != "comment"]
-            if not statements and node.type == "block":
+            if not statements:
                 out.append(Error(node.start_byte, node.end_byte, "structure"))
-            elif statements:
+            else:
                 column = statements[0].start_point[1]
                 row = statements[0].start_point[0]
                 for ch in statements[1:]:

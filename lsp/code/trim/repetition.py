@@ -37,7 +37,7 @@ def apply(ctx: Context, text: str) -> str:
         text = text[:cut]
     cut = _line_ending_in_run(ctx.cursor.line_prefix, text, language)
     if cut is not None:
-        text = text[:cut].rstrip(" \t")
+        text = text[:cut].rstrip()
     return text
 
 

@@ -4,22 +4,33 @@ The completion ends at the end of a single-line span, at a line indented to or b
 `stop_indent`, at a closing bracket beyond what it may close (or, when it may close some, at the
 end of the line that closes the block), and after `max_lines` lines. The indentation and line
 limits do not apply once `suffix_echo` confirmed an echo: that marks the end.
+
+A single-line span whose completion opens a block on its first line (a `{` the completion opened
+and left open, or in Python the colon of a compound statement's header it wrote) goes on with the
+block's body, as a block span would, unless the code below the cursor is that body already (it is
+indented deeper than the cursor's line): `function printHello(|)` -> `) {`, the body and `}`, not
+`) {` alone; `for|` -> ` i in range(n):` and its body.
 """
 from __future__ import annotations
 
 import re
 
+import dataclasses
+
 from diffill.lsp.code import syntax
 from diffill.lsp.code.indentation import columns
 from diffill.lsp.code.lexing import CLOSERS, OPENERS, lex
+from diffill.lsp.code.span import MAX_LINES, Span
 from diffill.lsp.code.trim.context import Context
 
+_PY_HEADER = re.compile(r"\s*(async\s+def|def|class|if|elif|else|for|async\s+for|while|with|async\s+with|try|"
+                        r"except|finally|match|case)\b")
 _CONTINUATION_CLAUSE = re.compile(r"(else|elif|except|finally|catch)\b")
 _DIRECTIVE = re.compile(r"#\s*(if|ifdef|ifndef|else|elif|endif|pragma|define|undef|region|endregion)\b")
 
 
 def apply(ctx: Context, text: str) -> str:
-    span, language = ctx.span, ctx.cursor.language
+    span, language = _opening_a_block(ctx, text) or ctx.span, ctx.cursor.language
     lexed = lex(text, language)
     mask, brackets = lexed.mask, lexed.brackets
     k = 0               # brackets before the current line's end
@@ -61,7 +72,7 @@ def apply(ctx: Context, text: str) -> str:
         # inside brackets the completion opened, only a line indented less than the line that
         # opened them (and not closing them) can be the start of something else
         outside = depth <= 0 or (line.lstrip()[:1] not in CLOSERS and opened_at and columns(line) < opened_at[-1])
-        if starts_code and outside and not ctx.echo_confirmed and _ends_span_by_indent(ctx, line):
+        if starts_code and outside and not ctx.echo_confirmed and _ends_span_by_indent(ctx, span, line):
             return text[:end + 1]  # keep the line break: tidy_end decides about it
 
 
@@ -72,8 +83,41 @@ def _starts_comment(stripped: str, language: str) -> bool:
     return stripped.startswith(("//", "/*")) or (not syntax.has_grammar(language) and stripped.startswith(("#", "--")))
 
 
-def _ends_span_by_indent(ctx: Context, line: str) -> bool:
-    stop = ctx.span.stop_indent
+def _opening_a_block(ctx: Context, text: str) -> Span | None:
+    """The block span a single-line span becomes when the completion's first line opens a block
+    whose body is not below the cursor already; None otherwise."""
+    span = ctx.span
+    nl = text.find("\n")
+    if not span.single_line or nl < 0 or not text[nl + 1:].strip():
+        return None
+    cursor = ctx.cursor
+    head = cursor.line_prefix
+    below = cursor.next_code_line()
+    if below is not None and columns(below) > columns(head):
+        return None  # the body is there already
+    line = head + text[:nl]
+    lexed = lex(line, cursor.language)
+    code = lexed.blanked().rstrip()
+    if len(code) <= len(head):
+        return None
+    if cursor.language == "python":
+        opens = code.endswith(":") and bool(_PY_HEADER.match(line)) and lexed.depth_before(len(code) - 1) <= 0
+    else:
+        opened: list[int] = []  # the brackets of the line still open at its end
+        for b in lexed.brackets:
+            if b.char in OPENERS:
+                opened.append(b.offset)
+            elif opened:
+                opened.pop()
+        opens = code[-1] == "{" and bool(opened) and opened[-1] == len(code) - 1
+    if not opens:
+        return None
+    return dataclasses.replace(span, kind="block", single_line=False, stop_indent=columns(head),
+                               max_lines=MAX_LINES["block"])
+
+
+def _ends_span_by_indent(ctx: Context, span: Span, line: str) -> bool:
+    stop = span.stop_indent
     if stop is None:
         return False
     stripped = line.lstrip()

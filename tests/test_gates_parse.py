@@ -125,3 +125,18 @@ def test_the_gate_never_raises_and_only_cuts_from_the_end(language, prefix, suff
     if out and out != completion:
         g = parse_gate.Gate.of(Context.of(language, prefix, suffix, span))
         assert g is not None and not g.adds_errors(out)
+
+
+def test_an_empty_body_below_a_long_expression_still_takes_its_body():
+    """The tree around an empty body is an error whose children are fragments: a window that would
+    start inside the long expression above starts further up."""
+    expression = "\n".join(f"            and check_{i}(self.value)" for i in range(120))
+    doc = (f"class Choice:\n    def valid(self) -> bool:\n        return (\n            self.value is not None\n"
+           f"{expression}\n        )\n\n    def __repr__(self) -> str:\n|\n\n\ndef after():\n    pass\n")
+    body = '        marker = " [forced]" if self.forced else ""\n        return f"{self.value!r}{marker}"\n'
+    assert gate("python", doc, body) == body
+
+
+def test_python_reads_a_window_that_starts_indented_and_dedents():
+    head = parse_gate._python_head("        x = 1\n    y = 2\n        z = (")
+    assert parse_gate.python_status(head) == "incomplete"

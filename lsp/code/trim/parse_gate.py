@@ -30,6 +30,7 @@ from diffill.lsp.code.trim.replace_range import replaced_closers
 
 WINDOW = 1500           # bytes of the document each side of the cursor, in whole statements
 MAX_CANDIDATES = 24     # shorter cuts tried, longest first
+OUTDENTS = 3            # times the window may start further up when it starts inside a statement
 SLACK = 2               # bytes an error may move by and still be the same one
 
 _TREES: dict[str, syntax.IncrementalTree] = {}  # the gate's own parses, per language
@@ -72,8 +73,7 @@ class Gate:
         self.placeholder = ""
         self.invalid_at: int | None = None  # where the last text adds_errors judged stopped being valid
         if language == "python":
-            head = before.decode("utf-8", "replace")
-            head = ("if 1:\n" if head[:1] in " \t" else "") + head
+            head = _python_head(before.decode("utf-8", "replace"))
             for placeholder in PLACEHOLDERS:
                 if python_status(head + placeholder) != "invalid":
                     self.viable, self.placeholder = head, placeholder
@@ -89,7 +89,19 @@ class Gate:
         if document is None:
             return None
         start, end = window(document, data, len(prefix))
-        return cls(ctx, prefix[start:], suffix[:end - len(prefix)])
+        gate = cls(ctx, prefix[start:], suffix[:end - len(prefix)])
+        for _ in range(OUTDENTS):
+            # an error on the window's first line: it starts inside a statement (the tree around an
+            # unfinished construct is an error node whose children are fragments); start further up
+            first = data.find(b"\n", start) - start
+            if not any(e.start <= max(first, 0) for e in gate.baseline):
+                break
+            earlier = _outdented_line(data, start)
+            if earlier == start:
+                break
+            start = earlier
+            gate = cls(ctx, prefix[start:], suffix[:end - len(prefix)])
+        return gate
 
     def adds_errors(self, text: str) -> bool:
         self.invalid_at = None
@@ -123,6 +135,20 @@ class Gate:
 
 
 PLACEHOLDERS = ("", "_", ":", "_:", " _")
+
+
+def _python_head(code: str) -> str:
+    """`code` (the window up to the cursor, which may start indented and dedent later) preceded by
+    `if 1:` headers at each indentation level below its first line's that its lines use, so that
+    Python reads it as it reads it in the file."""
+    lines = [line for line in code.split("\n") if line.strip()]
+    if not lines:
+        return code
+    first = lines[0][:len(lines[0]) - len(lines[0].lstrip(" \t"))]
+    if not first:
+        return code
+    levels = sorted({line[:len(line) - len(line.lstrip(" \t"))] for line in lines[1:]} | {""}, key=len)
+    return "".join(level + "if 1:\n" for level in levels if len(level) < len(first)) + code
 _PY_FLAGS = ast.PyCF_ONLY_AST | codeop.PyCF_ALLOW_INCOMPLETE_INPUT | codeop.PyCF_DONT_IMPLY_DEDENT
 
 
@@ -262,6 +288,23 @@ def window(tree, data: bytes, cursor: int) -> tuple[int, int]:
     start = data.rfind(b"\n", 0, start) + 1  # from the start of its line, indentation included
     nl = data.find(b"\n", end)
     return start, len(data) if nl < 0 else nl
+
+
+def _outdented_line(data: bytes, start: int) -> int:
+    """The start of the nearest line above `start` that is indented less than the line at `start`
+    (blank lines aside); `start` itself when there is none."""
+    def indent(at: int) -> int:
+        line = data[at:data.find(b"\n", at) if data.find(b"\n", at) >= 0 else len(data)]
+        return len(line) - len(line.lstrip(b" \t")) if line.strip() else -1
+
+    own = indent(start)
+    at = start
+    while at > 0:
+        at = data.rfind(b"\n", 0, at - 1) + 1
+        i = indent(at)
+        if 0 <= i < own:
+            return at
+    return 0 if own > 0 else start
 
 
 def _candidates(text: str, language: str) -> list[str]:

@@ -138,5 +138,5 @@ def test_an_empty_body_below_a_long_expression_still_takes_its_body():
 
 
 def test_python_reads_a_window_that_starts_indented_and_dedents():
-    head = parse_gate._python_head("        x = 1\n    y = 2\n        z = (")
+    head = parse_gate._python_head("        x = 1\n    y = 2\n    z = (")
     assert parse_gate.python_status(head) == "incomplete"

@@ -23,6 +23,7 @@ ANSWERS = {
     "answers": [
         {"after": "    return ", "text": COMPLETION},
         {"after": "' + ", "text": "name"},
+        {"after": "x", "text": " + 1"},  # after a word being typed: goes on from it
         {"after": "def area(radius):\n    ", "text": "return math.pi * radius ** 2"},
     ],
     "default": COMPLETION,

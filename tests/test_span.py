@@ -84,6 +84,21 @@ def test_incremental_reparse_gives_the_same_tree_as_a_fresh_parse(language, befo
     assert str(back.root_node) == str(syntax.parse(language, before).root_node)
 
 
+def test_a_parse_that_runs_too_long_is_given_up_and_span_and_trim_still_answer():
+    import time
+
+    from diffill.lsp.code.trim import trim
+
+    looping = 'b"""*/\n"`)\n+[}\n#*1z"\n\\'  # tree-sitter-typescript 0.23 parses this for minutes
+    t0 = time.monotonic()
+    tree = syntax.parse("typescript", looping)
+    assert tree is None or tree.root_node.end_byte == len(looping)
+    span = decide_span("typescript", looping, "")
+    trim("typescript", looping, "", "x\ny\n", span)
+    assert time.monotonic() - t0 < 10 * syntax.PARSE_SECONDS
+    assert syntax.parse("typescript", "let x = 1;").root_node.type == "program"  # the parser works on
+
+
 # ---- spans ----------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("language, document", [

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import time
 from dataclasses import dataclass
 
 from tree_sitter import Language, Node, Parser, Tree
@@ -102,13 +103,30 @@ def parser_for(language: str) -> Parser | None:
     return Parser(lang) if lang is not None else None
 
 
+PARSE_SECONDS = 0.5  # a parse that runs longer is given up: some grammars loop on some broken input
+_CHUNK = 1 << 16
+
+
+def _run_parser(parser: Parser, data: bytes, old_tree: Tree | None = None) -> Tree | None:
+    """`parser.parse` with a deadline (PARSE_SECONDS); None when it was given up."""
+    deadline = time.monotonic() + PARSE_SECONDS
+    kw = {"old_tree": old_tree} if old_tree is not None else {}
+    try:
+        return parser.parse(lambda offset, _point: data[offset:offset + _CHUNK],
+                            progress_callback=lambda *_: time.monotonic() > deadline, **kw)
+    except ValueError:  # cancelled at the deadline
+        parser.reset()
+        return None
+
+
 def parse(language: str, text: str | bytes) -> Tree | None:
-    """Parse `text` from scratch; None for a fallback language."""
+    """Parse `text` from scratch; None for a fallback language, or when the parse ran past
+    PARSE_SECONDS."""
     parser = parser_for(language)
     if parser is None:
         return None
     data = text.encode("utf-8") if isinstance(text, str) else text
-    return parser.parse(data)
+    return _run_parser(parser, data)
 
 
 def _point(data: bytes, offset: int) -> tuple[int, int]:
@@ -142,9 +160,10 @@ def _common_suffix(a: bytes, b: bytes, limit: int) -> int:
     return lo
 
 
-def reparse(language: str, old_tree: Tree, old: bytes, new: bytes) -> Tree:
+def reparse(language: str, old_tree: Tree, old: bytes, new: bytes) -> Tree | None:
     """Parse `new` reusing `old_tree` (the tree of `old`): the edit is the span between their
-    common prefix and common suffix, so unchanged subtrees are not parsed again."""
+    common prefix and common suffix, so unchanged subtrees are not parsed again. None when the
+    parse ran past PARSE_SECONDS."""
     limit = min(len(old), len(new))
     start = _common_prefix(old, new, limit)
     tail = _common_suffix(old, new, limit - start)
@@ -155,13 +174,13 @@ def reparse(language: str, old_tree: Tree, old: bytes, new: bytes) -> Tree:
         start_point=_point(old, start), old_end_point=_point(old, old_end),
         new_end_point=_point(new, new_end),
     )
-    return parser_for(language).parse(new, old_tree)
+    return _run_parser(parser_for(language), new, old_tree)
 
 
 @dataclass
 class IncrementalTree:
     """The tree of one text, reparsed incrementally by `update`; `tree` is None for fallback
-    languages."""
+    languages and after a parse that was given up (the next update parses from scratch)."""
 
     language: str
     data: bytes = b""

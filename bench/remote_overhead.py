@@ -35,21 +35,12 @@ from pathlib import Path
 from lsprotocol import types
 from pygls.lsp.client import LanguageClient
 
+from lsp_latency import plain
 from record import MIN_SAMPLES, percentile, write_results
 
 ROOT = Path(__file__).resolve().parent.parent
 COUNTERPART = ROOT / "tests" / "vllm_counterpart.py"
 BURST_LINE = "    return sum(v for v in values if v is not None) + offset"
-
-
-def plain(obj):
-    if hasattr(obj, "_asdict"):
-        return plain(obj._asdict())
-    if isinstance(obj, dict):
-        return {k: plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [plain(v) for v in obj]
-    return obj
 
 
 class CounterpartProcess:

@@ -165,6 +165,15 @@ async def editor(options: dict, caps: types.ClientCapabilities | None = None, en
                 server.kill()
 
 
+def rss_kb(pid: int) -> int:
+    """A process's resident memory in KB (Linux)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def kill_pid(pid: int | None) -> None:
     if not pid:
         return

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from diffill.lsp.code.span import decide_span
-from diffill.lsp.code.trim import trim
 from diffill.lsp.pipeline import complete as pipeline
 from diffill.lsp.pipeline.fill import FixedFill
 from diffill.lsp.pipeline.windows import ContextWindows
@@ -44,13 +43,13 @@ def test_the_span_is_decided_on_the_document_not_on_a_window_that_starts_inside_
     ("for x in xs:\n        total += x\n    total += foo(x,\n", "for x in xs:\n        total += x"),
 ])
 def test_trim_reads_the_document_region_not_a_window_that_starts_inside_a_docstring(raw, shown):
-    """Trimmed on the model's window, the unfinished call is kept (the window looks like the inside
-    of a string, where nothing parses); trimmed on the document, it is cut."""
+    """The model's window opens inside the docstring; the trim reads the document region, where the
+    unfinished call is an error the completion adds, and cuts it."""
     request = pipeline.Request(LONG_TEXT, len(LONG), "python", 96)
     outcome = run(request, FixedFill(raw))
+    assert '"""' in outcome.plan.window.prefix and not outcome.plan.window.prefix.startswith("def")
+    assert outcome.plan.region[0] == LONG  # the whole document before the cursor
     assert outcome.text == shown
-    w = outcome.plan.window
-    assert "foo(x," in trim("python", w.prefix, w.suffix, raw, outcome.plan.span).text
 
 
 def test_the_fill_gets_the_window_the_span_canvas_and_line_limit():

@@ -7,7 +7,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from server_harness import COMPLETION, editor, fixed_answers, shared_worker, tiny_model  # noqa: F401
+from server_harness import COMPLETION, editor, fixed_answers, rss_kb, shared_worker, tiny_model  # noqa: F401
 
 # A cursor at the start of a function body: the span is a whole definition, the longest canvas.
 BODY = "import math\n\n\ndef area(radius):\n    \n"
@@ -58,7 +58,7 @@ async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny
     async with editor(options(tiny_model, shared_worker, debounceMs=75), env=fixed_answers) as s:
         uri = "file:///project/burst.py"
         s.open(uri, "def total(values):\n    return \n")
-        rss_before = _rss_kb(s.client._server.pid)
+        rss_before = rss_kb(s.client._server.pid)
         for round_ in range(3):
             requests = []
             for i in range(50):
@@ -72,7 +72,7 @@ async def test_a_burst_of_edits_completes_only_the_newest_and_stays_bounded(tiny
         assert stats["model_fills"] <= 3 * 2  # one per burst (two if the first was cancelled late)
         assert stats["superseded"] >= 3 * 49
         assert stats["cache_entries"] <= 6
-        assert _rss_kb(s.client._server.pid) - rss_before < 50_000  # the server's memory stays flat
+        assert rss_kb(s.client._server.pid) - rss_before < 50_000  # the server's memory stays flat
 
 
 async def test_a_worker_killed_mid_request_is_restarted_and_the_next_request_is_served(tiny_model, fixed_answers):
@@ -115,13 +115,6 @@ async def test_typing_through_a_shown_completion_is_answered_from_the_cache_in_u
         await s.inline(uri, 1, col + 1)
         assert (await s.stats())["last_source"] != "cache"
 
-
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def _utf16(text: str) -> int:

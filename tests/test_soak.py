@@ -1,17 +1,10 @@
 """Soak: tens of thousands of document notifications, and the server's memory stays flat."""
 import pytest
 
-from server_harness import NO_WORKER, RawServer, fixed_answers  # noqa: F401
+from server_harness import NO_WORKER, RawServer, fixed_answers, rss_kb  # noqa: F401
 
 NOTIFICATIONS = 40_000
 
-
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 async def _burst(server: RawServer, uri: str, rounds: int) -> None:
@@ -40,10 +33,10 @@ async def test_tens_of_thousands_of_notifications_keep_the_server_memory_flat(fi
         await server.initialize(NO_WORKER)
         await _burst(server, "file:///soak/warm.py", 500)  # warm up: caches, arenas
         await _stats(server, 1)
-        before = _rss_kb(server.proc.pid)
+        before = rss_kb(server.proc.pid)
         await _burst(server, "file:///soak/a.py", NOTIFICATIONS // 4)
         stats = await _stats(server, 2)
-        grown = _rss_kb(server.proc.pid) - before
+        grown = rss_kb(server.proc.pid) - before
         assert stats["documents"] == 0 and stats["lsp_futures"] <= 2
         # before the fix every notification kept ~2 KB: 40,000 of them ~80 MB
         assert grown < 10_000, f"the server grew by {grown} kB over {NOTIFICATIONS} notifications"

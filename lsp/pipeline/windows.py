@@ -12,6 +12,7 @@ once the worker has said where it is; before that, by a conservative estimate.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 CHARS_PER_TOKEN_MAX = 8  # read at most this many characters per budgeted token (bounds the work)
@@ -21,8 +22,9 @@ SLACK = 0.25  # when the prefix window must move, leave this share of its budget
 
 class TokenCounter:
     def __init__(self, tokenizer_path: str | None = None):
-        self.path = None
+        self.path: str | None = None
         self._tok = None
+        self.chars_per_token: float = float(ESTIMATE_CHARS_PER_TOKEN)  # the estimate without a tokenizer
         if tokenizer_path:
             self.load(tokenizer_path)
 
@@ -39,7 +41,8 @@ class TokenCounter:
     def offsets(self, text: str) -> list[int]:
         """The start offset of each token of `text`."""
         if self._tok is None:
-            return list(range(0, len(text), ESTIMATE_CHARS_PER_TOKEN))
+            step = self.chars_per_token
+            return [int(i * step) for i in range(math.ceil(len(text) / step))]
         return [a for a, _ in self._tok.encode(text, add_special_tokens=False).offsets]
 
     def count(self, text: str) -> int:

@@ -6,10 +6,9 @@ sample, then the pipeline's fixed estimate. `describe()` says which one is in us
 """
 from __future__ import annotations
 
-import math
 import os
 
-from diffill.lsp.pipeline.windows import ESTIMATE_CHARS_PER_TOKEN
+from diffill.lsp.pipeline.windows import TokenCounter
 
 # code of the kind completions see, to measure the server tokenizer's characters per token
 SAMPLE = '''import json
@@ -38,39 +37,18 @@ for (int i = 0; i < n; ++i) {
 SAFETY = 0.9  # count a little more than measured: a window must not overflow the server's budget
 
 
-class RemoteTokenCounter:
-    """What ContextWindows needs of a counter (offsets, count, load): exact with a tokenizer.json,
-    else an estimate at a ratio measured on the server (or the pipeline's fixed one)."""
+class RemoteTokenCounter(TokenCounter):
+    """The pipeline's counter (exact with a tokenizer.json), whose estimate without one is measured on
+    the server (`calibrate`); it also says which it uses and gives token ids for a pinned canvas."""
 
     def __init__(self):
-        self.path: str | None = None
-        self._tok = None
-        self.chars_per_token: float = float(ESTIMATE_CHARS_PER_TOKEN)
+        super().__init__()
         self.measured = False
-
-    def load(self, tokenizer_path: str | None) -> None:
-        if not tokenizer_path or tokenizer_path == self.path:
-            return
-        try:
-            from tokenizers import Tokenizer
-            self._tok = Tokenizer.from_file(tokenizer_path)
-            self.path = tokenizer_path
-        except Exception:  # unreadable: keep estimating
-            pass
 
     def calibrate(self, chars: int, tokens: int) -> None:
         if chars > 0 and tokens > 0:
             self.chars_per_token = min(6.0, max(1.0, SAFETY * chars / tokens))
             self.measured = True
-
-    def offsets(self, text: str) -> list[int]:
-        if self._tok is not None:
-            return [a for a, _ in self._tok.encode(text, add_special_tokens=False).offsets]
-        step = self.chars_per_token
-        return [int(i * step) for i in range(math.ceil(len(text) / step))]
-
-    def count(self, text: str) -> int:
-        return len(self.offsets(text))
 
     def describe(self) -> str:
         if self._tok is not None:

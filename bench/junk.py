@@ -81,7 +81,8 @@ def adds_syntax_error(hole: dict, text: str, replace: int) -> bool:
     """Does the file with the completion have a syntax error the file without it does not? The
     document without the hole's middle may itself not parse (a line the user is in the middle of):
     then the first error with the completion must be that same error, at the same place (offsets
-    after the completion shifted back), else the completion added it."""
+    after the completion shifted back), or a bracket the user opened that is still open, else the
+    completion added it."""
     prefix, suffix = hole["prefix"], hole["suffix"]
     found = first_error(prefix + text + suffix[replace:])
     if found is None:
@@ -93,6 +94,8 @@ def adds_syntax_error(hole: dict, text: str, replace: int) -> bool:
     message, at = found
     if c <= at < c + n:
         return True
+    if message.endswith("was never closed") and at < c and before[0].endswith("was never closed"):
+        return False  # a bracket the user opened is still open (the completion may have closed another)
     return (message, at if at < c else at - n + replace) != before
 
 

@@ -72,8 +72,11 @@ class Gate:
         self.viable: str | None = None
         self.placeholder = ""
         self.invalid_at: int | None = None  # where the last text adds_errors judged stopped being valid
+        self.python: tuple[str, str, tuple[str, int, str]] | None = None  # head, rest, the window's status
         if language == "python":
-            head = _python_head(before.decode("utf-8", "replace"))
+            rest = after.decode("utf-8", "replace")
+            head = _python_head(before.decode("utf-8", "replace"), rest)
+            self.python = head, rest, _python_check(head + rest)
             for placeholder in PLACEHOLDERS:
                 if python_status(head + placeholder) != "invalid":
                     self.viable, self.placeholder = head, placeholder
@@ -110,12 +113,38 @@ class Gate:
             if at is not None:
                 self.invalid_at = max(0, at - len(self.viable))
                 return True
-        inserted = text.encode("utf-8")
         consumed = replaced_closers(self.ctx, text)
+        if self.python is not None:
+            verdict = self._python_window(text, consumed)
+            if verdict is not None:
+                return verdict
+        inserted = text.encode("utf-8")
         c = len(self.before)
         found = errors(self.tree.update(self.before + inserted + self.after[consumed:]), self.ctx.cursor.language,
                        c, c + len(inserted))
         return any(self._is_new(e, len(inserted), consumed) for e in found)
+
+    def _python_window(self, text: str, consumed: int) -> bool | None:
+        """Python's parser on the whole window with the completion: True (it adds an error), False
+        (the window is valid with it) or None (the same error as without it: let tree-sitter say)."""
+        head, rest, (status_before, at_before, message_before) = self.python
+        status, at, message = _python_check(head + text + rest[consumed:])
+        if status == "ok":
+            return False
+        if status == "incomplete":
+            return True if status_before == "ok" else None  # it opened something nothing closes
+        if status_before != "invalid":
+            return True
+        c = len(head)
+        if c <= at < c + len(text):
+            return True
+        if at >= c:
+            at = at - len(text) + consumed
+        if (message, at) == (message_before, at_before):
+            return None
+        if message.endswith("was never closed") and at < c:
+            return None  # a bracket the user opened is still open
+        return True
 
     def _is_new(self, e: Error, n: int, consumed: int) -> bool:
         c = len(self.before)
@@ -137,17 +166,18 @@ class Gate:
 PLACEHOLDERS = ("", "_", ":", "_:", " _")
 
 
-def _python_head(code: str) -> str:
+def _python_head(code: str, rest: str = "") -> str:
     """`code` (the window up to the cursor, which may start indented and dedent later) preceded by
-    `if 1:` headers at each indentation level below its first line's that its lines use, so that
-    Python reads it as it reads it in the file."""
+    `if 1:` headers at each indentation level below its first line's that the window's lines use
+    (`rest`: the window after the cursor), so that Python reads it as it reads it in the file."""
     lines = [line for line in code.split("\n") if line.strip()]
     if not lines:
         return code
     first = lines[0][:len(lines[0]) - len(lines[0].lstrip(" \t"))]
     if not first:
         return code
-    levels = sorted({line[:len(line) - len(line.lstrip(" \t"))] for line in lines[1:]} | {""}, key=len)
+    later = lines[1:] + [line for line in rest.split("\n")[1:] if line.strip()]
+    levels = sorted({line[:len(line) - len(line.lstrip(" \t"))] for line in later} | {""}, key=len)
     return "".join(level + "if 1:\n" for level in levels if len(level) < len(first)) + code
 _PY_FLAGS = ast.PyCF_ONLY_AST | codeop.PyCF_ALLOW_INCOMPLETE_INPUT | codeop.PyCF_DONT_IMPLY_DEDENT
 
@@ -157,19 +187,19 @@ def python_status(source: str) -> str:
     return _python_check(source)[0]
 
 
-def _python_check(source: str) -> tuple[str, int]:
-    """(status, character offset of the error in `source`, 0 when there is none)."""
+def _python_check(source: str) -> tuple[str, int, str]:
+    """(status, character offset of the error in `source` (0 when there is none), its message)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             compile(source, "<completion>", "exec", _PY_FLAGS, dont_inherit=True)
-        return "ok", 0
+        return "ok", 0, ""
     except SyntaxError as exc:
         if exc.msg == "incomplete input":
-            return "incomplete", 0
-        return "invalid", _offset(source, exc.lineno, exc.offset)
-    except (ValueError, MemoryError, RecursionError):
-        return "invalid", 0
+            return "incomplete", 0, exc.msg
+        return "invalid", _offset(source, exc.lineno, exc.offset), exc.msg or ""
+    except (ValueError, MemoryError, RecursionError) as exc:
+        return "invalid", 0, type(exc).__name__
 
 
 def _offset(source: str, lineno: int | None, col: int | None) -> int:
@@ -187,7 +217,7 @@ def python_invalid_at(source: str, first: str = "") -> int | None:
     it (`first` tried first); else where Python's parser found it invalid (as it is)."""
     where = None
     for placeholder in (first,) + tuple(p for p in PLACEHOLDERS if p != first):
-        status, at = _python_check(source + placeholder)
+        status, at, _ = _python_check(source + placeholder)
         if status != "invalid":
             return None
         if placeholder == "":

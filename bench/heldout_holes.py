@@ -196,8 +196,9 @@ def _junk(files, i: int) -> str:
     return "\n"
 
 
-def holes(name: str = "hypothesis", per_kind: int = 300, seed: int = 0) -> list[dict]:
-    """`per_kind` holes of each kind from the source, the same for the same arguments."""
+def holes(name: str = "hypothesis", per_kind: int = 300, seed: int = 0, take: int | None = None) -> list[dict]:
+    """`per_kind` holes of each kind from the source, the same for the same arguments; `take`: only
+    the first that many of each kind (in file order) of that same draw."""
     check_held_out(name)
     parser = _parser()
     files = _files(name)
@@ -220,6 +221,8 @@ def holes(name: str = "hypothesis", per_kind: int = 300, seed: int = 0) -> list[
                 continue
             out.append({"id": f"{name}/{rel}@{a}:{b}", "kind": kind, "cursor": extra or kind, "language": "python",
                         "prefix": prefix, "suffix": suffix, "middle": middle, "junk": _junk(files, i)})
+    if take is not None:
+        out = [h for kind in KINDS for h in [x for x in out if x["kind"] == kind][:take]]
     return out
 
 

@@ -147,12 +147,13 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default="embedded,random")
     ap.add_argument("--source", default="hypothesis", choices=("hypothesis", "lib2to3"))
     ap.add_argument("--per-kind", type=int, default=300)
+    ap.add_argument("--take", type=int, default=None, help="only the first N holes of each kind of that draw")
     ap.add_argument("--threshold", type=float, default=confidence_gate.THRESHOLD,
                     help="confidence gate threshold (default: confidence_gate.THRESHOLD)")
     ap.add_argument("--out-dir", type=Path, default=HERE / "results")
     args = ap.parse_args(argv)
 
-    holes = heldout_holes.holes(args.source, args.per_kind, seed=0)
+    holes = heldout_holes.holes(args.source, args.per_kind, seed=0, take=args.take)
     results: dict = {"source": args.source, "source_version": heldout_holes.source_version(args.source),
                      "holes": len(holes), "threshold": args.threshold, "models": {}}
     md = [f"Held-out holes: {len(holes)} from `{args.source}` {results['source_version']} "

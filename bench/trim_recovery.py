@@ -1,13 +1,19 @@
 """How often `trim` recovers the true middle from an over-generating model, against SAFIM's own
 syntax-aware truncation on the same inputs.
 
-Data: ../shared/evaldata (HumanEval-infilling single-line and multi-line; SAFIM block and control).
-Each hole's true middle is followed by text a model might run on with, cut at --overrun characters
-(a canvas does not hold a whole file):
-  suffix_echo  the true suffix's own text (the model writes what is already below the cursor)
-  junk         another problem's code (HumanEval: the whole program of problem (n+1) mod 164;
-               SAFIM: a problem half the list away in the same language whose program differs, with
-               its hole filled, on a new line)
+Data: ../shared/evaldata (HumanEval-infilling single-line and multi-line; SAFIM block and control),
+and a held-out set of our own (bench/heldout_holes.py: 300 line, 300 line-rest and 300 block holes
+punched with seed 0 into the installed `hypothesis` package, which neither the embedded model's
+training corpus nor the public sets hold). Each hole's true middle is followed by text a model
+might run on with, cut at --overrun characters (a canvas does not hold a whole file):
+  suffix_echo     the true suffix's own text (the model writes what is already below the cursor)
+  junk            another problem's code (HumanEval: the whole program of problem (n+1) mod 164;
+                  SAFIM: a problem half the list away in the same language whose program differs,
+                  with its hole filled, on a new line; held-out: a definition from a file half the
+                  list away)
+  echo_then_junk  the suffix up to its second line of code, then that unrelated code as statements
+                  at the indentation of the last line of code so far (a model that writes the code
+                  below the cursor again and then goes on in the same block)
 A case is recovered when the trimmed completion equals the middle modulo trailing whitespace
 (and replaces nothing after the cursor). For HumanEval the filled program is also run against the
 problem's tests, in fim_eval.py's sandbox (a fresh `python -I` with a timeout): `passed`.
@@ -37,7 +43,10 @@ from fim_eval import EVALDATA, passes, read_jsonl_gz  # noqa: E402
 from record import RESULTS, percentile, write_results  # noqa: E402
 
 SAFIM_LANG = {"cpp": "cpp", "java": "java", "python": "python", "csharp": "csharp"}
-MODES = ("suffix_echo", "junk")
+MODES = ("suffix_echo", "junk", "echo_then_junk")
+ECHO_LINES = 2
+HELDOUT_PER_KIND = 300
+HELDOUT_BASELINE = {"line": "single_line", "line_rest": "single_line", "block": "block"}
 
 
 # ---- cases --------------------------------------------------------------------------------
@@ -94,9 +103,55 @@ def _unrelated(group: list[dict], i: int) -> dict:
     return group[(i + 1) % len(group)]
 
 
+def heldout_cases(per_kind: int = HELDOUT_PER_KIND) -> dict[str, list[dict]]:
+    """The held-out holes (bench/heldout_holes.py) by kind: line, line_rest, block."""
+    import heldout_holes
+
+    holes = heldout_holes.holes("hypothesis", per_kind, seed=0)
+    return {kind: [h for h in holes if h["kind"] == kind] for kind in heldout_holes.KINDS}
+
+
 def overgenerate(case: dict, mode: str, overrun: int) -> str:
-    tail = case["suffix"] if mode == "suffix_echo" else case["junk"]
+    if mode == "suffix_echo":
+        tail = case["suffix"]
+    elif mode == "junk":
+        tail = case["junk"]
+    else:
+        echo = _first_code_lines(case["suffix"], ECHO_LINES)
+        eol = "\r\n" if "\r\n" in case["prefix"][-2000:] + case["suffix"][:2000] else "\n"
+        tail = echo + _as_statements(case["junk"], _level(case["prefix"] + case["middle"] + echo),
+                                     at_line_start=(case["middle"] + echo).endswith("\n"), eol=eol)
     return case["middle"] + tail[:overrun]
+
+
+def _first_code_lines(text: str, n: int) -> str:
+    """`text` through the line break after its n-th line that is not blank (all of it when it has
+    fewer); the rest of the cursor's line counts as a line."""
+    at, found = 0, 0
+    while found < n:
+        nl = text.find("\n", at)
+        line = text[at:] if nl < 0 else text[at:nl]
+        found += bool(line.strip())
+        if nl < 0:
+            return text
+        at = nl + 1
+    return text[:at]
+
+
+def _level(text: str) -> str:
+    """The indentation of the last line of code in `text`."""
+    for line in reversed(text[-4000:].split("\n")):
+        if line.strip():
+            return line[:len(line) - len(line.lstrip(" \t"))]
+    return ""
+
+
+def _as_statements(code: str, indent: str, at_line_start: bool, eol: str = "\n") -> str:
+    """`code` re-indented so that its least indented lines sit at `indent`, on a new line."""
+    lines = code.replace("\r\n", "\n").strip("\n").split("\n")
+    common = min((len(x) - len(x.lstrip(" \t")) for x in lines if x.strip()), default=0)
+    body = eol.join(indent + x[common:] if x.strip() else "" for x in lines)
+    return body if at_line_start else eol + body
 
 
 # ---- trimming -----------------------------------------------------------------------------
@@ -169,7 +224,9 @@ def evaluate(cases: list[dict], kind: str, overrun: int, execute: bool, timeout:
     return out
 
 
-SET_LABELS = {"single_line": "HumanEval single-line", "multi_line": "HumanEval multi-line"}
+SET_LABELS = {"single_line": "HumanEval single-line", "multi_line": "HumanEval multi-line",
+              "heldout/line": "held-out line", "heldout/line_rest": "held-out line-rest",
+              "heldout/block": "held-out block"}
 
 
 def markdown(results: dict, args) -> str:
@@ -183,18 +240,25 @@ def markdown(results: dict, args) -> str:
         if "passed" in o:
             passed = " | ".join(f"{pct(o['passed'][m])} / {pct(b.get('passed', {}).get(m))}" for m in MODES)
         else:
-            passed = " | "
+            passed = " | | "
         t = o["ms_per_trim"]
         ms = "n/a" if t["p50"] is None else f"{t['p50']} / {t['p95']}"
         rows.append(f"| {label} | {r['cases']} | {pct(o['suffix_echo'])} | {pct(b.get('suffix_echo'))} | "
+                    f"{pct(o['echo_then_junk'])} | {pct(b.get('echo_then_junk'))} | "
                     f"{pct(o['junk'])} | {pct(b.get('junk'))} | {passed} | {ms} |")
     sample = f"every {args.sample}th case of each set" if args.sample > 1 else "all cases"
     return (
-        f"Every hole ({sample}) of HumanEval-infilling (single-line, multi-line) and SAFIM (block, control) gets a "
+        f"Every hole ({sample}) of HumanEval-infilling (single-line, multi-line), SAFIM (block, control) and a held-out "
+        "set (bench/heldout_holes.py: line, line-rest and block holes punched with seed 0 into the installed "
+        "`hypothesis` package, which neither the embedded model's training corpus nor the public sets hold) gets a "
         f"simulated over-generating model: the true middle followed by {args.overrun} characters of\n"
-        "- **suffix_echo**: the true suffix (the model writes what is already below the cursor), or\n"
-        "- **junk**: unrelated code: the whole program of another HumanEval problem ((n+1) mod 164), or for SAFIM "
-        "another problem in the same language whose program differs, its hole filled, on a new line.\n\n"
+        "- **suffix_echo**: the true suffix (the model writes what is already below the cursor),\n"
+        "- **echo_then_junk**: the suffix up to its second line of code, then the junk below as statements at the "
+        "indentation of the last line of code so far (the model repeats the code below and goes on in the same "
+        "block), or\n"
+        "- **junk**: unrelated code: the whole program of another HumanEval problem ((n+1) mod 164), for SAFIM "
+        "another problem in the same language whose program differs, its hole filled, on a new line, for the "
+        "held-out set a definition from another file.\n\n"
         "*Recovered* = the trimmed text equals the middle up to trailing whitespace and replaces nothing after the "
         "cursor. *Passed* = prefix + trimmed + suffix runs the problem's tests without error (fim_eval.py's sandbox: "
         f"a fresh `python -I`, {args.timeout:g} s limit). `ours` = `trim(language, prefix, suffix, completion, "
@@ -202,8 +266,10 @@ def markdown(results: dict, args) -> str:
         "block holes drop trailing lines until the program parses and its node sequence is the hole-less one plus "
         "one insertion; control holes cut at the first unbalanced `)` (Python: first line); single-line holes keep "
         "the first line. C# has no grammar in diffill: the fallback (indentation and bracket) rules trim it.\n\n"
-        "| set | cases | echo: ours | echo: SAFIM | junk: ours | junk: SAFIM | passed echo (ours / SAFIM) | "
-        "passed junk (ours / SAFIM) | ms per trim, p50 / p95 (ours) |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| set | cases | echo: ours | echo: SAFIM | echo then junk: ours | echo then junk: SAFIM | junk: ours | "
+        "junk: SAFIM | passed echo (ours / SAFIM) | passed junk (ours / SAFIM) | "
+        "passed echo then junk (ours / SAFIM) | ms per trim, p50 / p95 (ours) |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows) + "\n\n(percent of cases; ms per trim includes `decide_span`.)\n")
 
 
@@ -215,7 +281,7 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=3.0, help="seconds per HumanEval program")
     ap.add_argument("--jobs", type=int, default=2, help="HumanEval programs run at once")
     ap.add_argument("--no-exec", action="store_true", help="skip running HumanEval tests")
-    ap.add_argument("--sets", default="single_line,multi_line,safim_block,safim_control")
+    ap.add_argument("--sets", default="single_line,multi_line,safim_block,safim_control,heldout")
     ap.add_argument("--out-dir", type=Path, default=RESULTS)
     ap.add_argument("--failures", type=Path, default=None, help="write unrecovered cases here (JSON)")
     args = ap.parse_args(argv)
@@ -227,6 +293,15 @@ def main(argv=None) -> int:
     failures: dict = {}
     started = time.time()
     for name in args.sets.split(","):
+        if name == "heldout":
+            for kind, group in heldout_cases().items():
+                t0 = time.time()
+                res = evaluate(group[:: args.sample], HELDOUT_BASELINE[kind], args.overrun, execute=False,
+                               timeout=args.timeout, jobs=args.jobs)
+                failures[f"heldout/{kind}"] = res.pop("_failures")
+                results[f"heldout/{kind}"] = res
+                print(f"heldout/{kind}: {json.dumps(res)}  ({time.time() - t0:.0f} s)", file=sys.stderr, flush=True)
+            continue
         if name in ("single_line", "multi_line"):
             cases = humaneval_cases(args.evaldata, "SingleLine" if name == "single_line" else "MultiLine")
             groups = {"python": cases[:: args.sample]}
@@ -252,6 +327,8 @@ def main(argv=None) -> int:
               if k in results and "passed" in results[k]["ours"]}
     if passed:
         summary["passed"] = passed
+    summary["lowest"] = {m: min(((round(r["ours"][m], 4), k) for k, r in results.items()), default=None)
+                         for m in MODES}
     data = {**summary, "details": results,
             "settings": {"sample": args.sample, "overrun_chars": args.overrun, "timeout_s": args.timeout},
             "seconds": round(time.time() - started)}

@@ -140,3 +140,14 @@ def test_an_empty_body_below_a_long_expression_still_takes_its_body():
 def test_python_reads_a_window_that_starts_indented_and_dedents():
     head = parse_gate._python_head("        x = 1\n    y = 2\n    z = (")
     assert parse_gate.python_status(head) == "incomplete"
+
+
+def test_a_window_does_not_start_at_a_clause():
+    """Under an `else:` at the top level, a window that would start at the clause (an error by
+    itself) starts at the statement the clause belongs to."""
+    filler = "".join(f"    # note {i}: " + "x" * 60 + "\n" for i in range(60))
+    doc = ("import sys\n\nif sys.argv:\n    pass\nelse:\n" + filler
+           + "    try:\n        import foo\n    except ImportError:\n        try:\n|\n        except ValueError:\n"
+           "            pass\n")
+    assert gate("python", doc, "            import bar\n") == "            import bar\n"
+    assert gate("python", doc, "return self.get(:\n            else:\n") == ""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import codeop
+import re
 import warnings
 from typing import NamedTuple
 
@@ -93,11 +94,12 @@ class Gate:
             return None
         start, end = window(document, data, len(prefix))
         gate = cls(ctx, prefix[start:], suffix[:end - len(prefix)])
+        line_start = prefix.rfind(b"\n") + 1
         for _ in range(OUTDENTS):
-            # an error on the window's first line: it starts inside a statement (the tree around an
-            # unfinished construct is an error node whose children are fragments); start further up
-            first = data.find(b"\n", start) - start
-            if not any(e.start <= max(first, 0) for e in gate.baseline):
+            # an error above the cursor's line: the window may start inside a statement (the tree
+            # around an unfinished construct is an error node whose children are fragments); start
+            # further up (an error that stays is the document's own)
+            if not gate.errors_above(line_start - start):
                 break
             earlier = _outdented_line(data, start)
             if earlier == start:
@@ -105,6 +107,15 @@ class Gate:
             start = earlier
             gate = cls(ctx, prefix[start:], suffix[:end - len(prefix)])
         return gate
+
+    def errors_above(self, line_start: int) -> bool:
+        """Does the window have an error that ends before `line_start` (the cursor's line)?"""
+        if any(e.end < line_start for e in self.baseline):
+            return True
+        if self.python is not None:
+            head, _, (status, at, _) = self.python
+            return status == "invalid" and at < line_start + len(head) - len(self.before.decode("utf-8", "replace"))
+        return False
 
     def adds_errors(self, text: str) -> bool:
         self.invalid_at = None
@@ -320,19 +331,30 @@ def window(tree, data: bytes, cursor: int) -> tuple[int, int]:
     return start, len(data) if nl < 0 else nl
 
 
-def _outdented_line(data: bytes, start: int) -> int:
-    """The start of the nearest line above `start` that is indented less than the line at `start`
-    (blank lines aside); `start` itself when there is none."""
-    def indent(at: int) -> int:
-        line = data[at:data.find(b"\n", at) if data.find(b"\n", at) >= 0 else len(data)]
-        return len(line) - len(line.lstrip(b" \t")) if line.strip() else -1
+_CLAUSE = re.compile(rb"(else|elif|except|finally|case|default|catch)\b")
 
-    own = indent(start)
+
+def _outdented_line(data: bytes, start: int) -> int:
+    """The start of the nearest line above `start` that can begin a statement enclosing it: it
+    starts with a word (not a clause such as `else`) or `@` and is indented less than the line at
+    `start` (as much, when that line starts with a closing bracket); `start` itself when there is none."""
+    def line_at(at: int) -> bytes:
+        end = data.find(b"\n", at)
+        return data[at:len(data) if end < 0 else end]
+
+    own_line = line_at(start)
+    own = len(own_line) - len(own_line.lstrip(b" \t"))
+    closer = own_line.lstrip(b" \t")[:1] in (b")", b"]", b"}")
     at = start
     while at > 0:
         at = data.rfind(b"\n", 0, at - 1) + 1
-        i = indent(at)
-        if 0 <= i < own:
+        line = line_at(at)
+        stripped = line.lstrip(b" \t")
+        if not stripped:
+            continue
+        indent = len(line) - len(stripped)
+        if (indent < own or closer and indent == own) and (stripped[:1].isalpha() or stripped[:1] in (b"_", b"@")) \
+                and not _CLAUSE.match(stripped):
             return at
     return 0 if own > 0 else start
 

@@ -10,7 +10,7 @@ and the share that add a syntax error (bench/junk.py's judge).
 
 Two held-out sets from bench/heldout_holes.py (code neither the training corpus nor the public sets
 hold): the threshold is *chosen* on lib2to3's holes (100 of each kind), and the curve is *reported*
-on hypothesis' holes as well (the first 100 of each kind of bench/junk.py's draw), which the choice
+X
 never saw.
 
 The rule: the threshold with the most shown completions that are right (exact or a correct start)
@@ -40,7 +40,7 @@ from diffill.lsp.pipeline import confidence_gate  # noqa: E402
 
 THRESHOLDS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7,
               0.75, 0.8, 0.85, 0.9, 0.95)
-SETS = {"calibration": ("lib2to3", 100, None), "evaluation": ("hypothesis", 300, 100)}  # source, per kind, take
+SETS = {"calibration": ("lib2to3", 100, None), "evaluation": ("hypothesis", 300, None)}  # source, per kind, take
 
 
 def prepare(source: str, per_kind: int, log, take: int | None = None) -> list[tuple[dict, pipeline.Plan, object]]:
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
             "chosen_threshold": chosen, "current_threshold": confidence_gate.THRESHOLD, "curves": curves}
     md = [f"Chosen on the calibration set (lib2to3, {SETS['calibration'][1]} holes of each kind): threshold "
           f"**{chosen}** (the most right-minus-wrong shown completions; confidence_gate.THRESHOLD is "
-          f"{confidence_gate.THRESHOLD}). Evaluation set: hypothesis, {SETS['evaluation'][2]} holes of each kind.\n",
+          f"{confidence_gate.THRESHOLD}). Evaluation set: hypothesis, {SETS['evaluation'][1]} holes of each kind.\n",
           "| set | threshold | shown % | exact % of shown | correct start % of shown | adds a syntax error | right - wrong |",
           "|---|---|---|---|---|---|---|"]
     for name, curve in curves.items():

@@ -9,9 +9,9 @@ the server runs (lsp/pipeline/complete.py: window, span, fill, confidence gate, 
 
 For each: the share of holes where something is shown; of what is shown, the share that adds a
 syntax error to the file (Python's own parser, see `adds_syntax_error`; goal 0) and the share that
-is exactly the hole's middle (trailing blanks aside). The same fills shaped without the gates (threshold 0; the trim's filters less the gates:
-parse_gate, repetition, unreachable, word_at_cursor, word_after_cursor, opened_block,
-cursor_spacing) show what the gates remove.
+is exactly the hole's middle (trailing blanks aside). The same fills shaped with the confidence gate
+off (threshold 0), and without any gate (threshold 0 and the trim's filters less parse_gate,
+repetition, unreachable, word_at_cursor, word_after_cursor and cursor_spacing) show what each removes.
 
     .venv/bin/python bench/junk.py                    # both models (the embedded model's fills kept)
     .venv/bin/python bench/junk.py --models random --per-kind 100
@@ -38,8 +38,7 @@ from diffill.lsp.code import trim as trim_module  # noqa: E402
 from diffill.lsp.pipeline import complete as pipeline  # noqa: E402
 from diffill.lsp.pipeline import confidence_gate  # noqa: E402
 
-GATES = ("parse_gate", "repetition", "unreachable", "word_at_cursor", "word_after_cursor", "opened_block",
-         "cursor_spacing")
+GATES = ("parse_gate", "repetition", "unreachable", "word_at_cursor", "word_after_cursor", "cursor_spacing")
 
 
 @contextlib.contextmanager
@@ -166,13 +165,15 @@ def main(argv=None) -> int:
         replies, meta = fill_cache.load_fills(name, holes, args.source, log=lambda m: print(m, file=sys.stderr))
         context, windows = meta["context_tokens"], meta["windows"]
         gated = shape_all(holes, replies, context, windows, args.threshold)
+        structural = shape_all(holes, replies, context, windows, 0.0)
         with without_gates():
             ungated = shape_all(holes, replies, context, windows, 0.0)
         results["models"][name] = {"fills_run": meta["run"], "fills_kept": meta["kept"],
-                                   "gated": by_kind(gated), "without_gates": by_kind(ungated),
-                                   "seconds": round(time.time() - t0)}
+                                   "gated": by_kind(gated), "gates_without_confidence": by_kind(structural),
+                                   "without_gates": by_kind(ungated), "seconds": round(time.time() - t0)}
         examples[name] = [{k: r[k] for k in ("id", "raw", "text", "cut_by")} for r in gated if r["shown"]][:40]
         for label, table in (("gated", results["models"][name]["gated"]),
+                             ("gates, threshold 0", results["models"][name]["gates_without_confidence"]),
                              ("without gates", results["models"][name]["without_gates"])):
             for kind, s in table.items():
                 md.append(f"| {name} | {label} | {kind} | {s['holes']} | {_pct(s['shown_rate'])} | "
@@ -183,8 +184,9 @@ def main(argv=None) -> int:
               "rejects the file with the completion in place, and either accepts it without (the hole's "
               "middle taken out) or stops there at another error or place (offsets after the completion "
               "shifted back). "
-              "*Exact*: the shown text is the hole's middle, trailing blanks aside. *Without gates*: the "
-              "same fills through the trim less " + ", ".join(GATES) + ", threshold 0.")
+              "*Exact*: the shown text is the hole's middle, trailing blanks aside. *Gates, threshold 0*: "
+              "the pipeline with the confidence gate off. *Without gates*: the same fills through the trim "
+              "less " + ", ".join(GATES) + ", threshold 0.")
     results["examples_shown"] = examples
     write_results("junk", results, "\n".join(md), "Junk through the pipeline on held-out holes", argv,
                   out_dir=args.out_dir)

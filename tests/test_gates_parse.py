@@ -151,3 +151,10 @@ def test_a_window_does_not_start_at_a_clause():
            "            pass\n")
     assert gate("python", doc, "            import bar\n") == "            import bar\n"
     assert gate("python", doc, "return self.get(:\n            else:\n") == ""
+
+
+def test_a_window_that_would_end_inside_a_block_ends_where_it_closes():
+    body = "".join(f"        for (int q{i} = 0; q{i} < n; q{i}++) {{\n            s += q{i};\n        }}\n" for i in range(150))
+    doc = ("int f(int n) {\n    int s = 0;\n    for (int i = 0; i < n; i++) {\n        for (|) {\n            s += x;\n"
+           "        }\n" + body + "    }\n    return s;\n}\n")
+    assert gate("cpp", doc, "int x = 0; x < n; x++") == "int x = 0; x < n; x++"

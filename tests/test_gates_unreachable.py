@@ -64,3 +64,9 @@ def test_ruby_modifiers_make_a_return_conditional():
     doc = "def f(x)\n  |\nend\n"
     assert cut("ruby", doc, "return 1 if x\n  x + 1") == "return 1 if x\n  x + 1"
     assert cut("ruby", doc, "return 1\n  x + 1") == "return 1"
+
+
+def test_a_braceless_body_at_the_headers_indentation_leaves_only_that_if():
+    doc = "int f(int *a, int n) {\n    for (int i = 0; i < n; i++) {\n|\n    }\n    return 0;\n}\n"
+    text = "        if (a[i] < 0)\n        continue;\n        a[i] *= 2;"
+    assert cut("c", doc, text) == text

@@ -54,3 +54,8 @@ def test_the_end_does_not_glue_onto_the_word_after_the_cursor(document, completi
 ])
 def test_no_doubled_blank_at_the_cursor(language, document, completion, shown):
     assert run(cursor_spacing, language, document, completion) == shown
+
+
+def test_known_words_are_looked_for_in_the_whole_region():
+    doc = "from runner import ConjectureRunner\n" + "x = 1\n" * 5000 + "def f(r: Conjectu|\n"
+    assert run(word_at_cursor, "python", doc, "reRunner):") == "reRunner):"

@@ -93,6 +93,7 @@ class Gate:
         if document is None:
             return None
         start, end = window(document, data, len(prefix))
+        end = _balanced_end(data, start, end, cursor.language)
         gate = cls(ctx, prefix[start:], suffix[:end - len(prefix)])
         line_start = prefix.rfind(b"\n") + 1
         for _ in range(OUTDENTS):
@@ -332,6 +333,22 @@ def window(tree, data: bytes, cursor: int) -> tuple[int, int]:
 
 
 _CLAUSE = re.compile(rb"(else|elif|except|finally|case|default|catch)\b")
+
+
+def _balanced_end(data: bytes, start: int, end: int, language: str) -> int:
+    """`end`, or further on (at most 4 * WINDOW bytes, to a line end) where the brackets the window
+    opened are closed: a window that ends inside a block reads, with a completion, as a block
+    missing its closer."""
+    depth = lex(data[start:end].decode("utf-8", "replace"), language).end_depth
+    if depth <= 0:
+        return end
+    more = data[end:end + 4 * WINDOW].decode("utf-8", "ignore")
+    for b in lex(more, language).brackets:
+        if depth + b.depth <= 0:
+            at = len(more[:b.offset + 1].encode("utf-8")) + end
+            nl = data.find(b"\n", at)
+            return len(data) if nl < 0 else nl
+    return end
 
 
 def _outdented_line(data: bytes, start: int) -> int:

@@ -101,6 +101,8 @@ def _unreachable(ctx: Context, text: str) -> tuple[int, int] | None:
             continue
         if language in _MODIFIER_LANGUAGES and _MODIFIER.search(full, m.end(), end):
             continue
+        if not python and _braceless_body(full, starts, i, cursor.previous_lines):
+            continue  # the body of an `if (...)` without braces: it leaves that `if`, not the block
         stmt_end, last = _statement_end(full, starts, lexed, i, p, python)
         if stmt_end <= len(head):
             continue  # the statement ends before the cursor: the user's own code
@@ -109,6 +111,26 @@ def _unreachable(ctx: Context, text: str) -> tuple[int, int] | None:
         if found is not None:
             return found
     return None
+
+
+_BRACELESS_HEADER = re.compile(r"(\}\s*)?(else\s+if|if|for|foreach|while|else|do)\b")
+
+
+def _braceless_body(text: str, starts: list[int], i: int, previous_lines: list[str]) -> bool:
+    """Is line i of `text` the body of a control header without braces on the line of code above it
+    (`if (x)`, `else`)? Indentation cannot tell where such a body ends in every file."""
+    above = None
+    for j in range(i - 1, -1, -1):
+        line = text[starts[j]:_line_end(text, starts[j])]
+        if line.strip():
+            above = line
+            break
+    if above is None:
+        above = next((line for line in reversed(previous_lines[-50:]) if line.strip()), None)
+    if above is None:
+        return False
+    code = re.sub(r"//.*$", "", above).strip()
+    return bool(_BRACELESS_HEADER.match(code)) and not code.endswith((";", "{", "}"))
 
 
 def _line_starts(text: str) -> list[int]:

@@ -24,7 +24,7 @@ import re
 
 from diffill.lsp.code.trim.context import Context
 
-NEAR_BEFORE, NEAR_AFTER = 20_000, 5_000  # characters of the document searched for known words
+NEAR_BEFORE, NEAR_AFTER = 200_000, 50_000  # characters of the document searched for known words (the region)
 
 _WORD_END = re.compile(r"[\w$]+$")
 _WORD_START = re.compile(r"^[\w$]+")

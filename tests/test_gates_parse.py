@@ -158,3 +158,11 @@ def test_a_window_that_would_end_inside_a_block_ends_where_it_closes():
     doc = ("int f(int n) {\n    int s = 0;\n    for (int i = 0; i < n; i++) {\n        for (|) {\n            s += x;\n"
            "        }\n" + body + "    }\n    return s;\n}\n")
     assert gate("cpp", doc, "int x = 0; x < n; x++") == "int x = 0; x < n; x++"
+
+
+def test_in_a_window_full_of_errors_only_new_ones_inside_or_more_of_them_count():
+    doc = "#define F(i, a, b) for (int i = a; i <= b; i++)\nint g[9][9];\nint main() {\n" + \
+          "    F(i, 1, 3)F(j, 1, 3) if (g[i][j])\n    {\n        F(x, -1, 1)F(y, -1, 1)\n            if (|)\n" + \
+          "                g[i][j]++;\n    }\n}\n"
+    assert gate("cpp", doc, "x | y") == "x | y"
+    assert gate("cpp", doc, "x y ) ) (") == ""

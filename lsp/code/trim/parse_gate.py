@@ -8,7 +8,10 @@ once without the completion and once with each candidate. An error of the docume
 completion is its own when it lies inside the inserted text, or when it does not lie within an error
 of the document without it (positions after the insertion shifted back, the insertion itself
 collapsed to the cursor): what the user is in the middle of writing (`foo(` before a completion of
-its arguments) is not an error the completion added, an error that now reaches further is. Languages without a grammar are left alone.
+its arguments) is not an error the completion added, an error that now reaches further is. Where the
+window has MESSY errors or more without the completion, their places move as text is inserted:
+there only an error inside the completion, more errors at it than at the cursor before, or more
+errors in all, count. Languages without a grammar are left alone.
 
 Python gets one more check, with Python's own parser in the mode its interactive console uses to
 tell unfinished input from invalid input: when the code from the window's start up to the cursor can
@@ -33,6 +36,7 @@ WINDOW = 1500           # bytes of the document each side of the cursor, in whol
 MAX_CANDIDATES = 24     # shorter cuts tried, longest first
 OUTDENTS = 3            # times the window may start further up when it starts inside a statement
 SLACK = 2               # bytes an error may move by and still be the same one
+MESSY = 3               # errors in the window without the completion from which their places are not compared
 
 _TREES: dict[str, syntax.IncrementalTree] = {}  # the gate's own parses, per language
 
@@ -134,6 +138,14 @@ class Gate:
         c = len(self.before)
         found = errors(self.tree.update(self.before + inserted + self.after[consumed:]), self.ctx.cursor.language,
                        c, c + len(inserted))
+        if len(self.baseline) >= MESSY:
+            # tree-sitter's recovery in a window with many errors moves them around as text is
+            # inserted: only errors inside the completion, or more errors than before, count
+            c, n = len(self.before), len(inserted)
+            inside = any(c < e.start and e.end < c + n for e in found)
+            touching = sum(1 for e in found if e.start <= c + n and e.end >= c)
+            touched = sum(1 for e in self.baseline if e.start <= c <= e.end)
+            return inside or touching > touched or len(found) > len(self.baseline)
         return any(self._is_new(e, len(inserted), consumed) for e in found)
 
     def _python_window(self, text: str, consumed: int) -> bool | None:

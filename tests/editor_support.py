@@ -2,6 +2,7 @@
 home for each run (nothing lands in the user's folders), and the server command under test."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -42,10 +43,16 @@ def server_command() -> list[str]:
 
 
 def plumbing_model() -> str:
-    """The editor tests check the plumbing, not the model: a tiny random-weight checkpoint whose noise
-    always gives the editor a suggestion to draw (the embedded model may rightly suggest nothing)."""
+    """The editor tests check the plumbing, not the model: a tiny random-weight checkpoint for the
+    server to load, while the worker answers from PLUMBING_ANSWERS (see `private_env`): the
+    completion gates rightly show none of a random model's noise, nor the embedded model's junk."""
     from diffill.model.engine.default import random_model_path
     return str(random_model_path(TOOLCHAIN / "xdg" / "cache" / "diffill"))
+
+
+# what the worker answers in the editor tests (the typed line is "    return" in their document)
+PLUMBING_ANSWERS = {"answers": [{"after": "    return", "text": " total / len(values)"}],
+                    "default": "", "steps": 4, "step_ms": 5}
 
 
 def private_env(home: Path) -> dict[str, str]:
@@ -60,6 +67,9 @@ def private_env(home: Path) -> dict[str, str]:
         env[name] = str(path)
     env["XDG_CACHE_HOME"] = str(TOOLCHAIN / "xdg" / "cache")
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    answers = home / "plumbing-answers.json"
+    answers.write_text(json.dumps(PLUMBING_ANSWERS))
+    env["DIFFILL_WORKER_FIXED_ANSWERS"] = str(answers)
     return env
 
 

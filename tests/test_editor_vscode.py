@@ -156,11 +156,12 @@ def test_ghost_text_appears_and_tab_accepts_it_into_the_file(code_server, tmp_pa
     assert saved.startswith(prefix + ghost.rstrip()), saved
     assert saved.endswith("".join(before[TYPED_LINE:])), saved
     assert len(saved) > len(prefix) + len("".join(before[TYPED_LINE:])), saved
-    # The status item showed the model loading (with its progress), then ready with the last
+    # The status item showed the model loading (with its progress when a model loads: the worker
+    # answers from a table here, see editor_support.PLUMBING_ANSWERS), then ready with the last
     # completion's latency.
     seen = " | ".join(result["statusSeen"])
     assert "loading the model" in seen, seen
-    assert re.search(r"diffill \d+%", seen), seen
+    assert re.search(r"diffill \d+%", seen) or "fixed answers" in seen, seen
     assert re.fullmatch(r"diffill \d+ ms", result["statusText"]), result
     # The command palette's "diffill: Disable completions" turns them off.
     assert "completions disabled" in result["statusAfterDisable"], result

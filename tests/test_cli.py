@@ -1,5 +1,6 @@
 """The `diffill` command line, run as a user runs it, and the package as pip installs it."""
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -102,18 +103,32 @@ def test_the_cli_and_command_options_do_not_import_torch():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
+def tracked_package_files() -> set[str]:
+    """Every tracked .py file of the three source folders, named as the wheel names it."""
+    out = subprocess.run(["git", "ls-files", "lsp", "model", "kernels"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return {f"diffill/{name}" for name in out if name.endswith(".py")}
+
+
 @pytest.mark.slow
-def test_wheel_installs_only_the_diffill_namespace(tmp_path):
-    """No generic top-level `lsp`, `model` or `kernels` lands in site-packages; the example ships."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(ROOT)],
+def test_wheel_installs_only_the_diffill_namespace_with_every_source_file(tmp_path):
+    """No generic top-level `lsp`, `model` or `kernels` lands in site-packages; every tracked module and
+    the example ship, and nothing that is not in the checkout (a stale build folder) does."""
+    clone = tmp_path / "clone"  # the tracked files only, as a fresh clone has them (no build folder)
+    for name in subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                               check=True).stdout.splitlines():
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, clone / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(clone)],
                    check=True, timeout=600, capture_output=True)
     wheel = next(tmp_path.glob("diffill-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert "diffill" in tops and not tops & {"lsp", "model", "kernels"}
-    for required in ("diffill/lsp/cli.py", "diffill/model/transformer.py", "diffill/kernels/moe_reference.py",
-                     "diffill/lsp/examples/fizzbuzz.py", "diffill/lsp/commands/complete.py",
-                     "diffill/model/commands/generate.py"):
-        assert required in names, required
+    shipped = {n for n in names if n.endswith(".py")}
+    assert tracked_package_files() - shipped == set()  # a package missing from pyproject's list
+    assert shipped - tracked_package_files() == set()  # a file that is not in the checkout
+    assert "diffill/lsp/examples/fizzbuzz.py" in names
+    assert any(n.startswith("diffill/model/embedded/") and n.endswith(".safetensors") for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "diffill = diffill.lsp.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()

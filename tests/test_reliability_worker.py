@@ -211,3 +211,47 @@ async def test_an_unparsable_number_costs_only_its_own_setting_at_initialize_and
         assert (await s.response(4, timeout=60))["result"]["items"][0]["insertText"] == COMPLETION
     finally:
         await s.close()
+
+
+# ---- a killed worker is gone only when all its threads are -------------------------------------
+
+HALF_DEAD = r"""
+import ctypes, socket, sys, threading, time
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+sock.bind(sys.argv[1]); sock.listen(8)
+threading.Thread(target=time.sleep, args=(60,)).start()  # the worker's compute thread
+print("listening", flush=True)
+ctypes.CDLL(None).pthread_exit(None)  # the main thread ends: a zombie, the process and its socket live on
+"""
+
+
+def test_a_process_whose_main_thread_is_a_zombie_is_not_gone_while_its_threads_hold_the_socket(tmp_path):
+    """A killed multi-threaded worker: its main thread shows "Z" before the compute thread has
+    closed the listening socket, which then still takes connections."""
+    import socket
+    import subprocess
+    import sys
+
+    from diffill.lsp.server.worker_client import _process_gone
+
+    path = str(tmp_path / "s.sock")
+    proc = subprocess.Popen([sys.executable, "-c", HALF_DEAD, path], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "listening"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with open(f"/proc/{proc.pid}/stat") as f:
+                if f.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    break
+            time.sleep(0.01)
+        else:
+            pytest.fail("the main thread never became a zombie")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            probe.connect(path)  # the half-dead process still accepts
+        assert not _process_gone(proc.pid)
+        proc.kill()
+        proc.wait(10)
+        assert _process_gone(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -69,6 +69,30 @@ def _being_cancelled() -> bool:
     return task is not None and task.cancelling() > 0
 
 
+def _process_gone(pid: int) -> bool:
+    """True once every thread of `pid` has exited. The main thread of a killed process turns zombie
+    while its other threads (the worker's compute thread) still hold its files, the listening
+    socket among them, so a zombie main thread alone does not mean the socket is closed."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return True
+    except OSError:  # no /proc: only whether the pid is there at all
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[-1].split()[0] not in ("Z", "X"):
+                    return False
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # that thread is gone
+    return True
+
+
 class WorkerClient:
     def __init__(self, settings: Settings, on_status=None, on_progress=None, name: str = "diffill"):
         self.settings = settings
@@ -365,18 +389,7 @@ class WorkerClient:
         """Until a worker we killed is gone: its socket must not take the next connection."""
         pid, self._killed_pid = self._killed_pid, None
         deadline = time.monotonic() + timeout
-        while pid and time.monotonic() < deadline:
-            try:
-                with open(f"/proc/{pid}/stat") as f:
-                    if f.read().rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
-                        return
-            except FileNotFoundError:
-                return
-            except OSError:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return
+        while pid and time.monotonic() < deadline and not _process_gone(pid):
             await asyncio.sleep(0.02)
 
     async def _restart_quietly(self) -> None:

@@ -1,5 +1,6 @@
---- Ghost text for Neovim 0.10 and 0.11, which have no vim.lsp.inline_completion: the same
---- textDocument/inlineCompletion request, drawn with extmarks and accepted with the same key.
+--- Ghost text on every Neovim version: the textDocument/inlineCompletion request, drawn with inline
+--- extmarks (the code right of the cursor moves right, never hidden) and accepted with the same key.
+--- 0.12's vim.lsp.inline_completion is not used: see the top of lua/diffill/init.lua for why.
 ---
 --- The shown item is anchored by two extmarks around the range it replaces (at first the cursor),
 --- so typing moves the anchors with the text. While what is typed since the anchor is a prefix of
@@ -9,6 +10,7 @@ local M = {}
 local api = vim.api
 local anchors_ns = api.nvim_create_namespace('diffill.ghost.anchors')
 local draw_ns = api.nvim_create_namespace('diffill.ghost')
+local INVOKED = 1 -- InlineCompletionTriggerKind.Invoked
 local AUTOMATIC = 2 -- InlineCompletionTriggerKind.Automatic
 
 ---@class diffill.GhostItem
@@ -186,7 +188,7 @@ local function on_result(bufnr, tick, err, result)
   show(bufnr)
 end
 
-local function send(bufnr)
+local function send(bufnr, kind)
   local state = buffers[bufnr]
   if not state or not require('diffill').options.enabled or not in_insert_mode() then
     return
@@ -200,7 +202,7 @@ local function send(bufnr)
     state.request_id = nil
   end
   local params = vim.lsp.util.make_position_params(0, client.offset_encoding)
-  params.context = { triggerKind = AUTOMATIC }
+  params.context = { triggerKind = kind or AUTOMATIC }
   local tick = api.nvim_buf_get_changedtick(bufnr)
   local ok, id = request(client, 'textDocument/inlineCompletion', params, function(err, result)
     on_result(bufnr, tick, err, result)
@@ -241,8 +243,21 @@ function M.clear(bufnr)
   drop_item(bufnr)
 end
 
---- Inserts the rest of the shown item at the cursor; false when nothing is shown.
-function M.accept(bufnr)
+--- The part of `rest` a partial accept inserts: its next word (with the blanks before it) or the
+--- rest of its current line (at a line end: the line break and the next line).
+local function part_of(rest, part)
+  if part == 'word' then
+    return rest:match('^%s*[%w_]+') or rest:match('^%s*[^%w_%s]+') or rest:match('^%s+') or rest
+  end
+  if rest:sub(1, 1) == '\n' then
+    return '\n' .. (rest:sub(2):match('^[^\n]*') or '')
+  end
+  return rest:match('^[^\n]+') or rest
+end
+
+--- Inserts the rest of the shown item (or `part` of it: 'word', 'line') at the cursor; false when
+--- nothing is shown, so the key does what it does without diffill.
+function M.accept(bufnr, part)
   local state = buffers[bufnr]
   if not state or not state.item or not remaining(bufnr, state.item) then
     return false
@@ -253,20 +268,74 @@ function M.accept(bufnr)
     if state.item ~= item or not api.nvim_buf_is_valid(bufnr) then
       return
     end
+    local rest = remaining(bufnr, item)
+    if not rest then
+      return
+    end
+    local piece = part and part_of(rest, part) or rest
+    if piece == rest then
+      part = nil -- the whole rest: the same as a full accept
+    end
     local srow, scol = mark_pos(bufnr, item.start_mark)
     local erow, ecol = mark_pos(bufnr, item.end_mark)
     local row, col = cursor_in(bufnr)
-    if row and (row > erow or (row == erow and col > ecol)) then
+    local text = item.text
+    if part then
+      -- Typed in at the cursor; the rest stays shown, anchored after what was inserted.
+      srow, scol, erow, ecol, text = row, col, row, col, piece
+    elseif row and (row > erow or (row == erow and col > ecol)) then
       erow, ecol = row, col
     end
     M.clear(bufnr)
-    local lines = vim.split(item.text, '\n', { plain = true })
+    local lines = vim.split(text, '\n', { plain = true })
     api.nvim_buf_set_text(bufnr, srow, scol, erow, ecol, lines)
     local last_row = srow + #lines - 1
     local last_col = (#lines == 1 and scol or 0) + #lines[#lines]
     api.nvim_win_set_cursor(0, { last_row + 1, last_col })
+    if part then
+      state.item = {
+        text = rest:sub(#piece + 1),
+        start_mark = api.nvim_buf_set_extmark(bufnr, anchors_ns, last_row, last_col, { right_gravity = false }),
+        end_mark = api.nvim_buf_set_extmark(bufnr, anchors_ns, last_row, last_col, { right_gravity = true }),
+      }
+      show(bufnr)
+    end
   end)
   return true
+end
+
+--- Hides the shown item and forgets any pending request; false when nothing was shown.
+function M.dismiss(bufnr)
+  local state = buffers[bufnr]
+  local shown = state ~= nil and state.item ~= nil and remaining(bufnr, state.item) ~= nil
+  M.clear(bufnr)
+  return shown
+end
+
+--- Asks for a suggestion at the cursor now (InlineCompletionTriggerKind.Invoked); false when the
+--- buffer has no diffill client.
+function M.trigger(bufnr)
+  local state = buffers[bufnr]
+  if not state then
+    return false
+  end
+  if state.timer then
+    state.timer:stop()
+  end
+  -- After the mapping returns: the mode and cursor are those of the buffer again.
+  vim.schedule(function()
+    send(bufnr, INVOKED)
+  end)
+  return true
+end
+
+--- The model became ready: a buffer in insert mode with nothing shown asks now.
+function M.on_ready(client)
+  local bufnr = api.nvim_get_current_buf()
+  local state = buffers[bufnr]
+  if state and state.client_id == client.id and not state.item and in_insert_mode() then
+    schedule_request(bufnr)
+  end
 end
 
 --- Starts ghost text in a buffer the diffill client attached to.
@@ -301,6 +370,10 @@ function M.attach(bufnr, client)
       M.detach(bufnr)
     end,
   })
+  -- Insert mode entered before the client attached: no InsertEnter comes, so ask once now.
+  if api.nvim_get_current_buf() == bufnr and in_insert_mode() then
+    schedule_request(bufnr)
+  end
 end
 
 function M.detach(bufnr)

@@ -16,6 +16,7 @@ import torch.nn as nn
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from diffill.kernels import quant
 from diffill.model.engine.config import CheckpointError, GenerationSettings, ModelConfig
 from diffill.model.engine.tokenizer import Tokenizer
 from diffill.model.engine.transformer import DiffusionGemma, Experts, rope_inv_freq
@@ -141,10 +142,15 @@ def resolve_dtype(dtype, device="cpu") -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = False) -> DiffusionGemma:
+def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = False,
+               experts: str | None = None, group_size: int = quant.DEFAULT_GROUP_SIZE) -> DiffusionGemma:
     """Load a DiffusionGemma checkpoint (text stack only) into our engine, in inference mode.
 
-    dtype: a torch dtype, a name ("float32", "bfloat16", "float16") or "auto" (see resolve_dtype)."""
+    dtype: a torch dtype, a name ("float32", "bfloat16", "float16") or "auto" (see resolve_dtype).
+    experts: None loads the experts as stored; "fp8" or "int4" quantises an unquantised checkpoint's
+    experts while loading, each tensor on `device` right after it is read (as `diffill quantize`
+    does, so the same QuantWeight results), so the unquantised experts are never all on the device.
+    A quantised checkpoint's form is fixed by its files: asking for another is refused."""
     dtype = resolve_dtype(dtype, device)
     directory = resolve_path(path, allow_download)
     cfg = ModelConfig.from_file(directory / "config.json")
@@ -153,6 +159,13 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
     if qcfg and qcfg.get("quant_method") != "diffill":
         raise CheckpointError(f"unsupported quantization_config {qcfg.get('quant_method')!r}: "
                               "diffill reads its own fp8/int4 format (diffill quantize)")
+    if experts is not None and experts not in quant.FORMATS:
+        raise CheckpointError(f"unknown experts form {experts!r}: choose one of {', '.join(quant.FORMATS)} "
+                              "(or none to load them as stored)")
+    if qcfg and experts not in (None, qcfg.get("format")):
+        raise CheckpointError(f"{directory} stores {qcfg.get('format')} experts; {experts} experts cannot be "
+                              "made from them: load it as stored, or quantise the original checkpoint")
+    quantise = None if qcfg else experts
     with torch.device("meta"):
         model = DiffusionGemma(cfg)
     missing = []
@@ -169,9 +182,8 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
                 missing.append(checkpoint_keys(name)[0])
                 continue
             if qcfg and isinstance(mod, Experts) and key + "_scale" in weights:
-                from diffill.kernels.quant import load_quant_weight
-                qw = load_quant_weight(weights.get(key).to(device), weights.get(key + "_scale").to(device),
-                                       qcfg, dtype)
+                qw = quant.load_quant_weight(weights.get(key).to(device), weights.get(key + "_scale").to(device),
+                                             qcfg, dtype)
                 if tuple(qw.shape) != tuple(param.shape):
                     raise CheckpointError(f"{key}: quantised shape {tuple(qw.shape)} does not match the "
                                           f"config's {tuple(param.shape)}")
@@ -183,6 +195,15 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
                 raise CheckpointError(f"{key} has shape {tuple(t.shape)} but config.json implies "
                                       f"{tuple(param.shape)}: the weights and config.json do not belong together")
             _check_values(key, t, param)
+            if quantise and isinstance(mod, Experts):
+                try:
+                    qw = quantize_experts(t, quantise, group_size, device, dtype)
+                except ValueError as exc:
+                    raise CheckpointError(f"{key}: cannot quantise to {quantise}: {exc}") from None
+                del t                                  # the unquantised tensor goes before the next is read
+                del mod._parameters[attr]
+                setattr(mod, attr, qw)
+                continue
             _set(mod, attr, t.to(device=device, dtype=dtype))
     if missing:
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
@@ -198,6 +219,14 @@ def load_model(path, device="cpu", dtype=torch.float32, allow_download: bool = F
     model.path = directory
     model.eval()
     return model
+
+
+def quantize_experts(t: torch.Tensor, fmt: str, group_size: int, device, dtype=None) -> quant.QuantWeight:
+    """One expert tensor [E, N, K] as read from a checkpoint -> its QuantWeight on `device`, quantised
+    there from the stored values, dequantising to `dtype` (default: the stored one). Both
+    `diffill quantize` and load_model(experts=...) quantise through here. A shape the format cannot
+    take raises ValueError."""
+    return quant.quantize(t.to(device), fmt, group_size, dtype=dtype)
 
 
 FINITE_SAMPLE = 1 << 16  # elements of a large tensor checked for NaN/inf (all of a smaller one)

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from diffill.kernels import quant
 
-from diffill.model.engine.checkpoint import INDEX, read_weight_map
+from diffill.model.engine.checkpoint import INDEX, quantize_experts, read_weight_map
 from diffill.model.engine.config import CheckpointError
 
 EXPERT_SUFFIXES = (".experts.gate_up_proj", ".experts.down_proj")
@@ -71,7 +71,7 @@ def quantize_checkpoint(model_dir, out_dir, fmt: str, group_size: int = quant.DE
                     t = f.get_tensor(key)
                     bytes_in += t.numel() * t.element_size()
                     if is_expert_weight(key):
-                        qw = quant.quantize(t.to(device), fmt, group_size)
+                        qw = quantize_experts(t, fmt, group_size, device)
                         tensors[key], tensors[key + "_scale"] = qw.data.cpu(), qw.scale.cpu()
                         q_here += 1
                     else:

@@ -287,3 +287,22 @@ def test_info_with_free_gb_says_what_fits(real_config_only):
     assert d["dtype"] == "bfloat16" and d["parameters"] == 25250986752
     out = info("--model", real_config_only, "--free-gb", "10", "--experts", "fp8")
     assert "10.0 GB free: nothing fits" in out
+
+
+# ---- on a GPU -----------------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("fmt", [None, "fp8", "int4"])
+def test_a_fill_on_the_gpu_allocates_the_estimated_weights_and_stays_within_the_estimate(fmt):
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    model = load_model(EMBEDDED_DIR, device="cuda", dtype=torch.bfloat16, experts=fmt)
+    weights = torch.cuda.memory_allocated() - base
+    est = memory.estimate(model.config, torch.bfloat16, fmt, context_tokens=256, canvas_length=256)
+    assert est.weight_total <= weights <= est.weight_total * 1.02 + (1 << 20)  # + RoPE tables, allocator rounding
+    Infiller(model).fill("def f(x):\n    y = x\n" * 20, "\n", max_steps=4)
+    assert torch.cuda.max_memory_allocated() - base <= est.total - est.margin
+    del model
+    torch.cuda.empty_cache()

@@ -1,6 +1,8 @@
 // The diffill extension: starts `diffill serve`, mirrors the settings to it, lets VS Code show its
 // inline completions as ghost text, and shows the server's state in the status bar.
 // All completion logic is in the server.
+import { accessSync, constants, statSync } from "node:fs";
+import { homedir } from "node:os";
 import * as vscode from "vscode";
 import {
     DidChangeConfigurationNotification,
@@ -11,8 +13,10 @@ import {
     WorkDoneProgress,
     WorkDoneProgressCreateRequest,
 } from "vscode-languageclient/node";
-import { API_KEY_SECRET, configurationPayload, languageEnabled, readSettings, serverCommand, serverEnv, Settings } from "./settings";
-import { applyServerStatus, isServerStatus, STATUS_METHOD, statusItem, StatusView } from "./status";
+import { findServer, isFound, NOT_FOUND_SETTING } from "./lookup";
+import { menuItems, statusSummary } from "./menu";
+import { API_KEY_SECRET, configurationPayload, languageEnabled, readSettings, serverEnv, Settings } from "./settings";
+import { applyServerStatus, isServerStatus, MENU_COMMAND, STATUS_METHOD, statusItem, StatusView, withAnswer } from "./status";
 import { serverSettingsFrom } from "./trust";
 
 const SECTION = "diffill";
@@ -23,6 +27,16 @@ let statusBar: vscode.StatusBarItem;
 let view: StatusView = { state: "starting", message: "" };
 let settings: Settings;
 let secrets: vscode.SecretStorage;
+let serverLine = "";
+
+function isExecutable(file: string): boolean {
+    try {
+        accessSync(file, constants.X_OK);
+        return statSync(file).isFile();
+    } catch {
+        return false;
+    }
+}
 
 function currentSettings(): Settings {
     const config = vscode.workspace.getConfiguration(SECTION);
@@ -48,6 +62,13 @@ export async function activate(context: vscode.ExtensionContext): Promise<void> 
         vscode.commands.registerCommand("diffill.toggle", () => setEnabled(!settings.enable)),
         vscode.commands.registerCommand("diffill.restart", () => restart()),
         vscode.commands.registerCommand("diffill.showLog", () => log.show(true)),
+        vscode.commands.registerCommand(MENU_COMMAND, () => showMenu()),
+        vscode.commands.registerCommand("diffill.showStatus", () =>
+            vscode.window.showInformationMessage("diffill", {
+                modal: true,
+                detail: statusSummary(view, settings, !vscode.workspace.isTrusted, serverLine),
+            }),
+        ),
         vscode.commands.registerCommand("diffill.setRemoteApiKey", () => setRemoteApiKey()),
         vscode.commands.registerCommand("diffill.clearRemoteApiKey", async () => {
             await secrets.delete(API_KEY_SECRET);
@@ -103,6 +124,18 @@ async function onConfigurationChanged(event: vscode.ConfigurationChangeEvent): P
     }
 }
 
+async function showMenu(): Promise<void> {
+    const items = menuItems(view, settings, !vscode.workspace.isTrusted);
+    const item = statusItem(view, { restricted: !vscode.workspace.isTrusted });
+    const picked = await vscode.window.showQuickPick(items, {
+        title: `diffill: ${item.tooltip.split("\n")[0].replace(/^diffill: /, "")}`,
+        placeHolder: "diffill",
+    });
+    if (picked !== undefined) {
+        await vscode.commands.executeCommand(picked.command, ...(picked.args ?? []));
+    }
+}
+
 async function setRemoteApiKey(): Promise<void> {
     const name = settings.server.remote.apiKeyEnv;
     const key = await vscode.window.showInputBox({
@@ -120,7 +153,28 @@ async function setRemoteApiKey(): Promise<void> {
 }
 
 async function start(): Promise<void> {
-    const { command, args } = serverCommand(settings);
+    const found = findServer(settings, {
+        pathVar: process.env.PATH ?? "",
+        home: homedir(),
+        folders: (vscode.workspace.workspaceFolders ?? []).filter((f) => f.uri.scheme === "file").map((f) => f.uri.fsPath),
+        trusted: vscode.workspace.isTrusted,
+        isExecutable,
+    });
+    if (!isFound(found)) {
+        log.error(`${found.message}\nLooked for: ${found.tried.join(", ")}`);
+        serverLine = "";
+        setView({ state: "error", message: found.message.replace(/^diffill: /, "") });
+        vscode.window.showErrorMessage(found.message, "Open Settings", "Show log").then((choice) => {
+            if (choice === "Open Settings") {
+                vscode.commands.executeCommand("workbench.action.openSettings", NOT_FOUND_SETTING);
+            } else if (choice === "Show log") {
+                log.show(true);
+            }
+        });
+        return;
+    }
+    const { command, args } = found;
+    serverLine = `${command} ${args.join(" ")} (${found.via})`;
     const apiKey = await secrets.get(API_KEY_SECRET);
     const serverOptions: ServerOptions = {
         command,
@@ -132,11 +186,16 @@ async function start(): Promise<void> {
         initializationOptions: settings.server,
         outputChannel: log,
         middleware: {
-            provideInlineCompletionItems: (document, position, context, token, next) => {
+            provideInlineCompletionItems: async (document, position, context, token, next) => {
                 if (!settings.enable || !languageEnabled(settings, document.languageId)) {
                     return null;
                 }
-                return next(document, position, context, token);
+                const answer = await next(document, position, context, token);
+                if (!token.isCancellationRequested && view.state === "ready") {
+                    const items = Array.isArray(answer) ? answer : (answer?.items ?? []);
+                    setView(withAnswer(view, items.length > 0));
+                }
+                return answer;
             },
             // VS Code shows the server's answers as ghost text; its plain-completion fallback
             // would repeat them in the suggest widget.
@@ -159,7 +218,7 @@ async function start(): Promise<void> {
         }
     });
     setView({ state: "starting", message: `${command} ${args.join(" ")}` });
-    log.info(`starting ${command} ${args.join(" ")}`);
+    log.info(`starting ${command} ${args.join(" ")} (found through ${found.via})`);
     try {
         await next.start();
     } catch (error) {
@@ -215,7 +274,7 @@ async function restart(): Promise<void> {
 
 function setView(next: StatusView): void {
     view = next;
-    const item = statusItem(view);
+    const item = statusItem(view, { restricted: !vscode.workspace.isTrusted });
     statusBar.text = item.text;
     statusBar.tooltip = item.tooltip;
     statusBar.command = item.command;

@@ -28,6 +28,8 @@ export interface ServerOptions {
     languages: string[] | null;
     backend: string; // local | remote
     remote: RemoteOptions;
+    allowDownload: boolean; // let the worker download a hub id that is not in the local cache
+    workerNice?: number; // the worker's scheduling niceness (0..19); absent: the server's default
     [extra: string]: unknown;
 }
 
@@ -63,6 +65,7 @@ export const DEFAULTS: ServerOptions = {
         allowInsecureHttp: false,
         timeoutMs: 6000,
     },
+    allowDownload: false,
 };
 
 /** Where the extension keeps the remote server's key (VS Code's secret storage). */
@@ -101,7 +104,12 @@ export function readSettings(get: Getter): Settings {
         languages: languages === null || languages.includes("*") ? null : languages,
         backend: text(get("backend")) === "remote" ? "remote" : "local",
         remote: readRemote(get, isRecord(extra) && isRecord(extra.remote) ? extra.remote : {}),
+        allowDownload: get("allowDownload") === true,
     };
+    const nice = count(get("workerNice"));
+    if (nice !== null && nice <= 19) {
+        server.workerNice = nice; // unset: not sent, the server keeps its default
+    }
     return {
         enable: get("enable") !== false,
         command: stringList(get("server.command")) ?? [],
@@ -135,17 +143,6 @@ export function serverEnv(settings: Settings, apiKey: string | undefined): Recor
         env[settings.server.remote.apiKeyEnv] = apiKey;
     }
     return env;
-}
-
-/** How the server process is started: an explicit command, a Python interpreter, or `diffill` on PATH. */
-export function serverCommand(settings: Settings): { command: string; args: string[] } {
-    if (settings.command.length > 0) {
-        return { command: settings.command[0], args: settings.command.slice(1) };
-    }
-    if (settings.python !== "") {
-        return { command: settings.python, args: ["-m", "diffill.lsp.cli", "serve"] };
-    }
-    return { command: "diffill", args: ["serve"] };
 }
 
 /** Whether completions are wanted for a language id, by the same rule the server applies. */

@@ -7,7 +7,7 @@
 // user's settings alone. Plain functions with no `vscode` import, so the unit tests run them under node.
 
 /** Keys of diffill.serverSettings that only the user's own settings may set. */
-export const MACHINE_ONLY_SERVER_SETTINGS: readonly string[] = ["workerSocket", "allowDownload", "backend", "remote"];
+export const MACHINE_ONLY_SERVER_SETTINGS: readonly string[] = ["workerSocket", "allowDownload", "workerNice", "backend", "remote"];
 
 /** What VS Code's `WorkspaceConfiguration.inspect` gives for one setting (the fields used here). */
 export interface Inspected {

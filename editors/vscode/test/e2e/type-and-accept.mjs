@@ -1,9 +1,16 @@
 // Drives VS Code (code-server) in headless Chromium the way a user would, and prints one JSON line
 // with what it saw. Run by tests/test_editor_vscode.py.
-//   node type-and-accept.mjs '{"url", "file", "mode", "line", "type", "screenshot", "timeoutMs"}'
+//   node type-and-accept.mjs '{"url", "file", "mode", "line", "type", "screenshot", "timeoutMs", ...}'
 // mode "complete" (default): open the file, go to the end of `line`, type `type`, wait for the ghost
-//   text, take the screenshot, accept with Tab, save, and wait until the file on disk changes.
-// mode "error": open the file, wait for the status item to turn red, click it, read the log it opens.
+//   text, take the screenshot, accept with Tab, save, and wait until the file on disk changes; then
+//   click the status item, read its menu (screenshot `menuScreenshot`) and pick "Disable completions".
+// mode "answer": type like "complete", wait until the server has answered after the typing (the status
+//   item shows a latency, with "no completion shown" when nothing was), take the screenshot, and
+//   report the ghost text if there is one.
+// mode "error": open the file, wait for the status item to turn red, read the notifications, click
+//   the item, pick "Show log" from its menu, and read the log until it matches `logPattern`.
+// mode "restricted": open the file in an untrusted folder, wait for the status item to say
+//   "restricted", take the screenshot, click it and read its menu.
 import { readFileSync } from "node:fs";
 import { chromium } from "playwright-core";
 
@@ -49,7 +56,32 @@ async function openFile(page) {
     step(`status: ${await page.locator(STATUS).getAttribute("aria-label")}`);
 }
 
-async function complete(page) {
+const statusLabel = async (page) => visibleText(await page.locator(STATUS).getAttribute("aria-label"));
+
+async function notifications(page) {
+    return page.$$eval(".notifications-toasts .notification-list-item-message", (els) => els.map((el) => el.textContent ?? ""));
+}
+
+// Clicks the status item and returns the labels of the menu it opens (the QuickPick stays open).
+async function openMenu(page) {
+    await page.locator(STATUS).click();
+    await page.waitForSelector(".quick-input-widget .quick-input-list .monaco-list-row");
+    await page.waitForTimeout(200);
+    const menu = await page.$$eval(".quick-input-widget .quick-input-list .monaco-list-row", (rows) =>
+        rows.map((row) => row.querySelector(".label-name")?.textContent ?? row.getAttribute("aria-label") ?? ""),
+    );
+    result.menuTitle = visibleText(await page.locator(".quick-input-widget .quick-input-title").textContent().catch(() => ""));
+    step(`menu: ${menu.join(" | ")}`);
+    return menu.map(visibleText);
+}
+
+async function pickFromMenu(page, label) {
+    await page.keyboard.type(label, { delay: 10 });
+    await page.waitForSelector(`.quick-input-widget .quick-input-list .monaco-list-row[aria-label*="${label}"]`);
+    await page.keyboard.press("Enter");
+}
+
+async function typeAtLine(page) {
     await page.keyboard.press("Control+G");
     await page.waitForSelector(".quick-input-widget input");
     await page.keyboard.type(`${job.line}`, { delay: 20 });
@@ -57,7 +89,10 @@ async function complete(page) {
     await page.keyboard.press("End");
     await page.keyboard.type(job.type, { delay: 60 });
     step("typed");
+}
 
+async function complete(page) {
+    await typeAtLine(page);
     await page.waitForSelector(GHOST, { state: "visible" });
     await page.waitForTimeout(300); // let the rest of the decorations render
     // The first line of the ghost text may be split over several decorations (one per token colour).
@@ -83,12 +118,14 @@ async function complete(page) {
     }
     step("saved");
 
-    // Turn completions off from the command palette: the status item says so.
-    await page.keyboard.press("F1");
-    await page.waitForSelector(".quick-input-widget input");
-    await page.keyboard.type("diffill: Disable completions", { delay: 10 });
-    await page.waitForSelector('.quick-input-list .monaco-list-row[aria-label*="Disable completions"]');
-    await page.keyboard.press("Enter");
+    // A click on the status item opens the menu; its "Disable completions" turns them off.
+    result.statusBeforeMenu = await statusLabel(page);
+    result.menu = await openMenu(page);
+    if (job.menuScreenshot) {
+        await page.screenshot({ path: job.menuScreenshot });
+    }
+    result.statusAfterClick = await statusLabel(page);
+    await pickFromMenu(page, "Disable completions");
     await page.waitForFunction(
         (sel) => /completions disabled/.test(document.querySelector(sel)?.getAttribute("aria-label") ?? ""),
         STATUS,
@@ -97,15 +134,68 @@ async function complete(page) {
     step("disabled");
 }
 
+// After typing, waits until the server has answered: a latency in the status item, and either ghost
+// text or "no completion shown".
+async function answer(page) {
+    await typeAtLine(page);
+    await page.waitForFunction(
+        ([sel, ghost]) => {
+            const label = document.querySelector(sel)?.getAttribute("aria-label") ?? "";
+            return /diffill \d+ ms/.test(label) && (/no completion shown/.test(label) || document.querySelector(ghost) !== null);
+        },
+        [STATUS, GHOST],
+    );
+    await page.waitForTimeout(500); // let the ghost text render, if any
+    result.ghost = visibleText(await page.$$eval(GHOST, (els) => els.map((el) => el.textContent).join("")));
+    result.statusText = visibleText(await page.locator(STATUS).innerText()).trim();
+    result.statusLabel = await statusLabel(page);
+    step(`answered: ${result.statusText}`);
+    if (job.screenshot) {
+        await page.screenshot({ path: job.screenshot });
+    }
+}
+
 async function showError(page) {
     await page.waitForSelector(`${STATUS}.error-kind`);
     result.statusText = visibleText(await page.locator(STATUS).innerText()).trim();
+    result.statusLabel = await statusLabel(page);
     step("error status");
-    await page.locator(STATUS).click();
+    // every message the error brings has arrived by then
+    await page.waitForSelector(".notifications-toasts .notification-list-item-message");
+    await page.waitForTimeout(job.settleMs ?? 3000);
+    result.notifications = await notifications(page);
+    await page.locator(STATUS).hover();
+    await page.waitForTimeout(1500); // the tooltip with the reason
+    if (job.screenshot) {
+        await page.screenshot({ path: job.screenshot });
+    }
+    result.menu = await openMenu(page);
+    await pickFromMenu(page, "Show log");
     const output = ".part.panel .monaco-editor .view-lines";
-    await page.waitForFunction((sel) => /did\snot\sstart/.test(document.querySelector(sel)?.textContent ?? ""), output);
+    const pattern = job.logPattern ?? "did\\snot\\sstart";
+    await page.waitForFunction(
+        ([sel, source]) => new RegExp(source).test(document.querySelector(sel)?.textContent ?? ""),
+        [output, pattern],
+    );
     result.log = visibleText(await page.locator(output).first().textContent());
     step("log shown");
+}
+
+async function restricted(page) {
+    await page.waitForFunction((sel) => /restricted/.test(document.querySelector(sel)?.getAttribute("aria-label") ?? ""), STATUS);
+    await page.waitForFunction(
+        (sel) => !/starting the server|loading the model/.test(document.querySelector(sel)?.getAttribute("aria-label") ?? ""),
+        STATUS,
+    );
+    result.statusText = visibleText(await page.locator(STATUS).innerText()).trim();
+    result.statusLabel = await statusLabel(page);
+    step("restricted status");
+    await page.locator(STATUS).hover();
+    await page.waitForTimeout(1500); // the tooltip
+    if (job.screenshot) {
+        await page.screenshot({ path: job.screenshot });
+    }
+    result.menu = await openMenu(page);
 }
 
 const browser = await chromium.launch({
@@ -125,7 +215,8 @@ const page = await (await browser.newContext({ viewport: { width: 1100, height: 
 page.setDefaultTimeout(job.timeoutMs ?? 120000);
 try {
     await openFile(page);
-    await (job.mode === "error" ? showError(page) : complete(page));
+    const modes = { complete, answer, error: showError, restricted };
+    await modes[job.mode ?? "complete"](page);
     result.statusSeen = await page.evaluate(() => window.diffillStatusSeen);
     result.ok = true;
 } catch (error) {

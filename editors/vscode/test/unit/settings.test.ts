@@ -1,6 +1,6 @@
 import { strict as assert } from "node:assert";
 import { test } from "node:test";
-import { configurationPayload, DEFAULTS, languageEnabled, readSettings, serverCommand, serverEnv } from "../../src/settings";
+import { configurationPayload, DEFAULTS, languageEnabled, readSettings, serverEnv } from "../../src/settings";
 
 const from = (values: Record<string, unknown>) => readSettings((key) => values[key]);
 
@@ -33,6 +33,7 @@ test("set options are passed under the server's names", () => {
         languages: ["python", "rust"],
         backend: "local",
         remote: DEFAULTS.remote,
+        allowDownload: false,
     });
     assert.deepEqual(configurationPayload(settings), { diffill: settings.server });
 });
@@ -50,22 +51,6 @@ test("negative or fractional numbers fall back to the defaults", () => {
     assert.equal(server.canvasCap, DEFAULTS.canvasCap);
     assert.equal(server.debounceMs, DEFAULTS.debounceMs);
     assert.equal(server.contextTokens, null, "no budget is sent: the server takes the checkpoint's own");
-});
-
-test("the server starts as `diffill serve` by default", () => {
-    assert.deepEqual(serverCommand(from({})), { command: "diffill", args: ["serve"] });
-});
-
-test("a Python interpreter runs the CLI module", () => {
-    assert.deepEqual(serverCommand(from({ "server.python": "/opt/py/bin/python3" })), {
-        command: "/opt/py/bin/python3",
-        args: ["-m", "diffill.lsp.cli", "serve"],
-    });
-});
-
-test("an explicit command wins over the interpreter", () => {
-    const settings = from({ "server.command": ["/x/diffill", "serve", "--log", "debug"], "server.python": "python3" });
-    assert.deepEqual(serverCommand(settings), { command: "/x/diffill", args: ["serve", "--log", "debug"] });
 });
 
 test("languages: star enables all, a list only those", () => {
@@ -116,4 +101,23 @@ test("the stored key reaches the server's environment under apiKeyEnv, and only 
     assert.deepEqual(serverEnv(remote, undefined), { A: "1" });
     assert.deepEqual(serverEnv(from({ "remote.apiKeyEnv": "TEAM_KEY" }), "sk-123"), {});
     assert.equal(JSON.stringify(configurationPayload(remote)).includes("sk-123"), false);
+});
+
+test("diffill.allowDownload and diffill.workerNice reach the server as allowDownload and workerNice", () => {
+    const settings = from({ allowDownload: true, workerNice: 15 });
+    assert.equal(configurationPayload(settings).diffill.allowDownload, true);
+    assert.equal(configurationPayload(settings).diffill.workerNice, 15);
+    assert.equal(from({}).server.allowDownload, false, "off unless set: nothing is downloaded by default");
+});
+
+test("an unset or out-of-range workerNice is not sent, so the server keeps its own default", () => {
+    assert.equal("workerNice" in from({}).server, false);
+    assert.equal("workerNice" in from({ workerNice: 20 }).server, false);
+    assert.equal("workerNice" in from({ workerNice: -1 }).server, false);
+    assert.equal(from({ workerNice: 0 }).server.workerNice, 0);
+});
+
+test("diffill.allowDownload wins over an allowDownload in diffill.serverSettings", () => {
+    assert.equal(from({ serverSettings: { allowDownload: true } }).server.allowDownload, false);
+    assert.equal(from({ serverSettings: { allowDownload: false }, allowDownload: true }).server.allowDownload, true);
 });

@@ -14,7 +14,7 @@ const manifest: Manifest = JSON.parse(readFileSync(join(__dirname, "../../../pac
 const properties = manifest.contributes.configuration.properties;
 
 // Settings that pick a program to run, its environment, where code goes, a key or the TLS trust.
-const DANGEROUS = /^diffill\.(server\.|backend$|remote\.(url|apiKeyEnv|caBundle|allowInsecureHttp|insecureSkipTlsVerify)$)/;
+const DANGEROUS = /^diffill\.(server\.|backend$|allowDownload$|workerNice$|remote\.(url|apiKeyEnv|caBundle|allowInsecureHttp|insecureSkipTlsVerify)$)/;
 
 test("settings that choose what runs or where code is sent are machine-scoped", () => {
     const dangerous = Object.keys(properties).filter((key) => DANGEROUS.test(key));
@@ -38,13 +38,14 @@ test("untrusted workspaces are declared, with the dangerous settings and serverS
     }
 });
 
-test("a workspace's serverSettings cannot set the worker socket, downloads or the remote backend", () => {
+test("a workspace's serverSettings cannot set the worker socket, downloads, the worker's niceness or the remote backend", () => {
     const inspected = {
         defaultValue: {},
         globalValue: { workerSocket: "/run/user/1000/mine.sock", prefixShare: 0.6 },
         workspaceValue: {
             workerSocket: "/tmp/attacker.sock",
             allowDownload: true,
+            workerNice: 0,
             backend: "remote",
             remote: { url: "https://attacker.example/v1" },
             prefixShare: 0.5,
@@ -65,7 +66,8 @@ test("a workspace's serverSettings cannot set the worker socket, downloads or th
     // and what reaches the server
     const server = readSettings((key) => (key === "serverSettings" ? merged : undefined)).server;
     assert.equal(server.workerSocket, "/run/user/1000/mine.sock");
-    assert.equal(server.allowDownload, undefined);
+    assert.equal(server.allowDownload, false);
+    assert.equal(server.workerNice, undefined);
     assert.notEqual(server.backend, "remote");
 });
 

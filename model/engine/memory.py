@@ -210,7 +210,8 @@ def estimate(cfg: ModelConfig, dtype, experts: str | None = None, context_tokens
              group_size: int | None = None) -> Estimate:
     """The memory of a fill: `context_tokens` (default: the checkpoint's own budget, else the
     server's default) encoded, then a canvas of `canvas_length` (default: the checkpoint's) denoised
-    over them; `documents` prefix caches kept (the Infiller keeps one per open document)."""
+    over them; `documents` prefix caches kept (the Infiller keeps one per document, up to its
+    max_documents)."""
     dtype = _dtype(dtype)
     stored, stored_group = stored_experts(cfg)
     group_size = group_size or (stored_group if experts == stored and stored else GROUP_SIZE)
@@ -291,8 +292,8 @@ def plan_for_device(config: ModelConfig, dtype, experts: str | None = "auto", fr
     fitting = [estimates[f] for f in candidates if estimates[f].total <= free_bytes]
     if fitting:
         chosen = fitting[0]
-        return Plan(chosen.experts, True, f"needs {needs}; {free}: {form_name(chosen.experts, dtype)} {'fits' if chosen.experts is None else 'fit'}{note}", chosen, estimates,
-                    free_bytes)
+        verdict = f"{form_name(chosen.experts, dtype)} {'fits' if chosen.experts is None else 'fit'}"
+        return Plan(chosen.experts, True, f"needs {needs}; {free}: {verdict}{note}", chosen, estimates, free_bytes)
     would = [e for e in estimates.values() if e.total <= free_bytes]
     if would:
         advice = (f"{form_name(would[0].experts, dtype)} would fit "

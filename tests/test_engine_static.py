@@ -70,6 +70,27 @@ def test_static_step_equals_denoise_over_several_steps(model, t, b, pad):
     assert cache.length == t  # the reference cache is untouched
 
 
+@pytest.mark.parametrize("b,pad", [(1, 0), (2, 3)])
+def test_one_static_step_rebound_to_caches_of_other_lengths_equals_denoise_for_each(model, b, pad):
+    """Built for a capacity of 40 on a 24-token cache, then bound to shorter and longer ones (below and
+    above the sliding window of 16, padded rows among them): the buffers, masks and RoPE tables a
+    captured graph would replay give denoise's logits for every cache, also after going back."""
+    ids, mask = _prompt(model, 24, b, pad)
+    first = model.encode(ids, pad_mask=mask)
+    step = StaticDenoiser(model, first, C, capacity=40)
+    assert step.capacity == 40
+    g = torch.Generator().manual_seed(5)
+    with torch.inference_mode():
+        for t in (5, 16, 17, 40, 24, 3):
+            ids, mask = _prompt(model, t, b, min(pad, t - 1))
+            cache = model.encode(ids, pad_mask=mask)
+            step.bind(cache)
+            canvas = torch.randint(0, model.config.vocab_size, (b, C), generator=g)
+            assert (step.run(canvas) - model.denoise(canvas, cache)).abs().max() <= 5e-5, t  # float sums only
+        with pytest.raises(ValueError, match="up to 40 positions"):
+            step.bind(model.encode(_prompt(model, 41, b)[0]))
+
+
 def test_static_step_hidden_only_matches_decode_hidden(model):
     ids, _ = _prompt(model)
     cache = model.encode(ids)

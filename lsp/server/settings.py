@@ -19,6 +19,8 @@ from diffill.lsp.server.remote.config import RemoteSettings, describe_remote, pa
 DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WORKER_MODES = ("shared", "private")
+FAST_PATH = ("auto", "on", "off")
+FAST_PARTS = ("router", "experts", "graph", "fused_head", "device_sampler", "all")  # model/gpu/fast_path.py
 BACKENDS = ("local", "remote")
 
 
@@ -46,6 +48,9 @@ class Settings:
                                         # fill) is hung: it is killed and started again
     preload: bool = True                # start the worker (and load the model) at initialize
     allow_download: bool = False        # let the worker fetch a hub id that is not cached locally
+    worker_nice: int = 10               # the worker's scheduling niceness (0: as the editor; 19: lowest)
+    fast_path: str = "auto"             # the GPU's fast parts: auto (on CUDA), on (also elsewhere), off
+    fast_path_off: tuple[str, ...] = () # fast parts turned off by name (FAST_PARTS; "all")
     cache_size: int = 256               # completions remembered for typing-through
     backend: str = "local"              # local: the model worker; remote: a serving engine over HTTP (remote.*)
     remote: RemoteSettings = REMOTE_DEFAULTS  # url, model, endpoint, apiKeyEnv, ... (lsp/server/remote/config.py)
@@ -53,7 +58,8 @@ class Settings:
     def worker_key(self) -> tuple:
         """The settings that need a different worker when they change."""
         return (self.model, self.device, self.dtype, self.worker_mode, self.worker_socket,
-                self.worker_idle_timeout_s, self.allow_download)
+                self.worker_idle_timeout_s, self.allow_download, self.worker_nice, self.fast_path,
+                self.fast_path_off)
 
     def enabled_for(self, language_id: str) -> bool:
         return self.languages is None or (language_id or "").lower() in self.languages
@@ -109,6 +115,12 @@ def _languages(v: Any):
     return None if "*" in v else tuple(x.lower() for x in v)
 
 
+def _fast_parts(v: Any):
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x.lower() in FAST_PARTS for x in v):
+        raise ValueError("a list of fast part names: " + ", ".join(FAST_PARTS))
+    return tuple(x.lower() for x in v)
+
+
 def _forced_languages(v: Any):
     if v is None:
         return ()
@@ -140,6 +152,9 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "workerTimeoutMs": ("worker_timeout_ms", _int(200, 600_000)),
     "preload": ("preload", _bool),
     "allowDownload": ("allow_download", _bool),
+    "workerNice": ("worker_nice", _int(0, 19)),
+    "fastPath": ("fast_path", _choice(FAST_PATH)),
+    "fastPathOff": ("fast_path_off", _fast_parts),
     "cacheSize": ("cache_size", _int(0, 100000)),
     "backend": ("backend", _choice(BACKENDS)),
     "remote": ("remote", parse_remote),  # parsed apart: its problems never show values (a key may be pasted there)

@@ -60,8 +60,11 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
 
 
 class Infiller:
-    def __init__(self, model, prompt_format: str | None = None, max_documents: int = 8):
+    def __init__(self, model, prompt_format: str | None = None, max_documents: int = 8, uniform=None):
+        """uniform: the uniform process's canvas denoiser (`sampler.sample`'s `uniform`), e.g. the GPU's
+        fast path; None: the reference."""
         self.model = model
+        self.uniform = uniform
         self.format = default_format(model.tokenizer, prompt_format or model.config.prompt_format)
         self.max_documents = max_documents
         self._caches: OrderedDict[str, tuple[list[int], object]] = OrderedDict()
@@ -109,7 +112,8 @@ class Infiller:
         prompt_len = cache.length
         try:
             r = sample(m, cache, canvas_length=c, max_new_tokens=max_new_tokens or c, max_steps=max_steps,
-                       seed=seed, on_step=on_step, clamp=prompt.clamp, done_when=self._lines_done(max_lines))
+                       seed=seed, on_step=on_step, clamp=prompt.clamp, done_when=self._lines_done(max_lines),
+                       uniform=self.uniform)
         finally:
             cache.truncate(prompt_len)  # chained canvases are not part of the document's prefix
         tokens = r.tokens[0]

@@ -211,12 +211,14 @@ def sample(model, cache: KVCache, *, canvas_length: int | None = None, max_new_t
            settings: GenerationSettings | None = None, max_steps: int | None = None, seed: int | None = None,
            generator: torch.Generator | None = None, on_step: Callable[[StepStats], bool | None] | None = None,
            clamp: Clamp | None = None, noise: str | None = None,
-           done_when: Callable[[list[int]], bool] | None = None) -> SampleResult:
+           done_when: Callable[[list[int]], bool] | None = None, uniform=None) -> SampleResult:
     """Generate after the prompt held in `cache` (which grows by the committed canvases).
 
     on_step(stats) runs after every denoising step; returning False aborts (result.cancelled).
     done_when(tokens) (mask process only) is asked after every step about each row's committed
     prefix (position 0 up to the first open position); True for every row ends the canvas there.
+    uniform: what denoises one canvas of the uniform process, with `_denoise_uniform`'s signature
+    (the GPU's fast path, model/gpu/fast_path.py); None: `_denoise_uniform`.
     """
     settings = settings or model.generation or GenerationSettings()
     noise = noise or model.config.noise
@@ -232,7 +234,7 @@ def sample(model, cache: KVCache, *, canvas_length: int | None = None, max_new_t
     ended = [False] * b
     probs_out = [[] for _ in range(b)]
     result = SampleResult(tokens=out, ended=ended, steps=0, canvases=0, confidence=probs_out)
-    denoise = {"uniform": _denoise_uniform, "mask": _denoise_mask}[noise]
+    denoise = {"uniform": uniform or _denoise_uniform, "mask": _denoise_mask}[noise]
     for k in range(math.ceil(max_new / c)):
         def report(step, accepted, mean_entropy, done, k=k):
             s = StepStats(k, step, max_steps, accepted, mean_entropy, done)

@@ -184,7 +184,7 @@ def softcapped_logits(h, weight, cap: float | None):
     return logits.div_(cap).tanh_().mul_(cap)  # inference: in place, [B, C, V] is large
 
 
-def _additive(allowed: torch.Tensor, dtype) -> torch.Tensor:
+def additive_mask(allowed: torch.Tensor, dtype) -> torch.Tensor:
     """bool mask -> additive mask (finite minimum, so fully masked padding rows stay finite)."""
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill_(
         ~allowed, torch.finfo(dtype).min)
@@ -200,7 +200,7 @@ def decoder_window(cfg: ModelConfig, cache: KVCache, c: int, dtype):
     masks = {}
     for kind, start in window.items():
         pad = cache.pad[:, start:]
-        masks[kind] = None if not bool(pad.any()) else _additive(
+        masks[kind] = None if not bool(pad.any()) else additive_mask(
             torch.cat([~pad, torch.ones(b, c, dtype=torch.bool, device=pad.device)], 1)[:, None, None, :], dtype)
     return window, masks
 
@@ -273,8 +273,8 @@ class DiffusionGemma(nn.Module):
         q_pos = torch.arange(s0, s, device=ids.device)[:, None]
         k_pos = torch.arange(s, device=ids.device)[None, :]
         causal = (k_pos <= q_pos)[None, None] & ~cache.pad[:, None, None, :]
-        masks = {"full_attention": _additive(causal, x.dtype),
-                 "sliding_attention": _additive(causal & (k_pos > q_pos - cfg.sliding_window), x.dtype)}
+        masks = {"full_attention": additive_mask(causal, x.dtype),
+                 "sliding_attention": additive_mask(causal & (k_pos > q_pos - cfg.sliding_window), x.dtype)}
         for i, layer in enumerate(self.layers):
             cos, sin = ropes[i]
 

@@ -33,6 +33,7 @@ class HeadStats:
     sample: torch.Tensor    # [N] long (Gumbel-max), or None without noise
     entropy: torch.Tensor   # [N] fp32
     lse: torch.Tensor       # [N] fp32 log-sum-exp of z
+    max_z: torch.Tensor     # [N] fp32 z at the argmax: p(argmax) = exp(max_z - lse)
     soft: torch.Tensor      # [N, H] softmax(z) @ E * sqrt(H), in E's dtype (the self-conditioning input)
 
 
@@ -84,4 +85,4 @@ def fused_head(hidden: torch.Tensor, weight: torch.Tensor, softcap: float | None
     lse = (m + torch.log(s)).squeeze(-1)
     entropy = lse - (t / s).squeeze(-1)
     soft = (acc / s).to(weight.dtype) * torch.tensor(h ** 0.5, dtype=weight.dtype)
-    return HeadStats(arg, garg, entropy, lse, soft)
+    return HeadStats(arg, garg, entropy, lse, best, soft)

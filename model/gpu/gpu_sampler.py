@@ -28,7 +28,7 @@ import torch
 from diffill.model.engine.config import GenerationSettings
 from diffill.model.gpu.fused_head import DEFAULT_CHUNK, fused_head, gumbel_chunks
 from diffill.model.engine.kv_cache import KVCache
-from diffill.model.engine.sampler import _entropy, entropy_bound_accept, linear_temperature
+from diffill.model.engine.sampler import Clamp, _entropy, entropy_bound_accept, linear_temperature
 from diffill.model.gpu.static_step import StaticDenoiser
 
 
@@ -45,8 +45,14 @@ def _sample_logits(proc, probs, draw, gen, chunk):
 def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | None = None,
                    max_steps: int | None = None, generator: torch.Generator | None = None, *,
                    check_every: int = 1, fused: bool = False, draw: str = "multinomial",
-                   chunk: int = DEFAULT_CHUNK) -> tuple[torch.Tensor, int]:
-    """Denoise one canvas over the cache `step` was built on. Returns (final argmax canvas [B, C], steps)."""
+                   chunk: int = DEFAULT_CHUNK, clamp: Clamp | None = None, report=None,
+                   confidence_out: list | None = None) -> tuple[torch.Tensor, int]:
+    """Denoise one canvas over the cache `step` is bound to. Returns (final argmax canvas [B, C], steps).
+
+    clamp: tokens pinned at canvas positions after every step, as the reference does.
+    report(steps, accepted, mean_entropy, done) is called at every check (every check_every steps),
+    with the values of that step; it may raise to abort (the sampler's cancellation).
+    confidence_out: gets the final step's probability of each argmax token [B, C] appended."""
     settings = settings or model.generation or GenerationSettings()
     max_steps = max_steps or settings.max_denoising_steps
     if fused and step.with_logits:
@@ -57,8 +63,12 @@ def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | N
         raise ValueError(f"draw must be 'multinomial' or 'gumbel' ('gumbel' when fused), got {draw!r}")
     b, c = step.canvas.shape
     v, dev = model.config.vocab_size, model.device
-    canvas = torch.randint(0, v, (b, c), device=dev, generator=generator)
+    pin = None
+    if clamp is not None and clamp.positions:
+        pin = (torch.tensor(clamp.positions, device=dev), torch.tensor(clamp.ids, dtype=torch.long, device=dev))
+    canvas = _pinned(torch.randint(0, v, (b, c), device=dev, generator=generator), pin)
     argmax = canvas
+    conf = None
     soft = prev_probs = prev_ent = None
     finished = torch.zeros(b, dtype=torch.bool, device=dev)
     history = torch.full((max(1, settings.stability_threshold), b, c), -1, dtype=torch.long, device=dev)
@@ -71,6 +81,7 @@ def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | N
                             temp, noise=gumbel_chunks(b * c, v, chunk, generator, dev), chunk=chunk)
             sample, new_argmax, ent = st.sample.view(b, c), st.argmax.view(b, c), st.entropy.view(b, c)
             sc = st.soft.view(b, c, -1)                                   # next step's self-conditioning
+            new_conf = torch.exp(st.max_z - st.lse).view(b, c)            # p(argmax) at this step
         else:
             logits = step.run(canvas, None if prev_probs is None else model.soft_embedding(probs=prev_probs))
             proc = logits / temp                                          # [B, C, V]; the buffer stays intact
@@ -78,6 +89,7 @@ def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | N
             sample = _sample_logits(proc, sc, draw, generator, chunk)
             new_argmax = proc.argmax(-1)
             ent = _entropy(proc, sc)
+            new_conf = None                                               # read from sc at the end
         accept = entropy_bound_accept(ent, settings.entropy_bound)
         noise = torch.randint(0, v, (b, c), device=dev, generator=generator)
         new_canvas = torch.where(accept, sample, noise)
@@ -87,6 +99,8 @@ def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | N
             new_canvas = torch.where(f, canvas, new_canvas)
             sc = torch.where(f[..., None], soft if fused else prev_probs, sc)
             ent = torch.where(f, prev_ent, ent)
+            if new_conf is not None:
+                new_conf = torch.where(f, conf, new_conf)
         if settings.stability_threshold == 0:
             stable = torch.ones(b, dtype=torch.bool, device=dev)
         else:
@@ -95,14 +109,27 @@ def denoise_canvas(model, step: StaticDenoiser, settings: GenerationSettings | N
             history[-1] = new_argmax
         steps += (~finished.all()).long()
         finished = finished | (stable & (ent.mean(-1) < settings.confidence_threshold))
-        canvas, argmax, prev_ent = new_canvas, new_argmax, ent
+        canvas, argmax, prev_ent, conf = _pinned(new_canvas, pin), new_argmax, ent, new_conf
         if fused:
             soft = sc
         else:
             prev_probs = sc
-        if (j + 1) % check_every == 0 and bool(finished.all()):  # the only host sync, every check_every steps
-            break
+        if (j + 1) % check_every == 0 or j + 1 == max_steps:  # the only host syncs, every check_every steps
+            done = bool(finished.all())
+            if report is not None:
+                report(int(steps), int(accept.sum()), float(ent.mean()), done)
+            if done:
+                break
+    if confidence_out is not None:
+        confidence_out.append(conf if fused else prev_probs.gather(-1, argmax[..., None]).squeeze(-1))
     return argmax, int(steps)
+
+
+def _pinned(canvas: torch.Tensor, pin) -> torch.Tensor:
+    """The canvas with the clamp's tokens at their positions (in place)."""
+    if pin is not None:
+        canvas[:, pin[0]] = pin[1]
+    return canvas
 
 
 def sample_canvas(model, cache: KVCache, canvas_length: int | None = None, *, fused: bool = False,

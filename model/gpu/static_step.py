@@ -2,9 +2,12 @@
 
 `DiffusionGemma.decode_hidden` builds its keys by concatenating the cache with the canvas every step.
 Here every layer owns one preallocated key and one value buffer, [B, hkv, S_l + C, D]: the first S_l
-positions hold the part of the prefix cache the layer reads (the last W - 1 positions for sliding
-layers, all of them for full layers), copied once; the last C positions are the canvas slot, written
-in place each step. Inputs live in fixed buffers too (`canvas` ids, `soft` the self-conditioning
+positions hold the part of a prefix cache the layer reads (the last W - 1 positions for sliding
+layers, all of them for full layers, up to the buffers' capacity), the last C positions are the
+canvas slot, written in place each step. Unused cache slots are masked, so a step built for a
+capacity serves every cache up to it: `bind` copies a new cache, its masks and its RoPE tables into
+the same buffers, and the captured graph replays for it (one capture per capacity and canvas length,
+not per fill). Inputs live in fixed buffers too (`canvas` ids, `soft` the self-conditioning
 embedding, zero on the first step: a zero signal gives exactly the no-signal path since the gated
 MLP has no biases), so one step is the same kernels on the same addresses every time, with no host
 syncs and no Python-side shape changes. On CUDA the step is captured once as a torch.cuda.CUDAGraph
@@ -18,37 +21,67 @@ from __future__ import annotations
 import torch
 
 from diffill.model.engine.kv_cache import KVCache
-from diffill.model.engine.transformer import DiffusionGemma, decoder_window
+from diffill.model.engine.transformer import DiffusionGemma, additive_mask
 
 
 class StaticDenoiser:
     def __init__(self, model: DiffusionGemma, cache: KVCache, canvas_length: int, with_logits: bool = True,
-                 capture: bool | None = None, warmup: int = 2):
+                 capture: bool | None = None, warmup: int = 2, capacity: int | None = None):
+        """Buffers for caches of up to `capacity` positions (at least this cache's length), bound to
+        `cache`; on CUDA (or capture=True) the step is captured once. `bind` puts another cache of
+        the same batch size into the same buffers, so the captured graph serves it too."""
         if cache is None or cache.length == 0:
             raise ValueError("the decoder reads the encoder's cache: encode a prompt first")
         cfg = model.config
         self.model, self.with_logits = model, with_logits
-        b, s, c = cache.batch_size, cache.length, canvas_length
+        b, c = cache.batch_size, canvas_length
+        self.capacity = max(cache.length, capacity or 0)
         dev, dt = model.device, model.dtype
         self.canvas = torch.zeros(b, c, dtype=torch.long, device=dev)            # input [B, C]
         self.soft = torch.zeros(b, c, cfg.hidden_size, dtype=dt, device=dev)     # input [B, C, H]
         self.hidden = torch.zeros(b, c, cfg.hidden_size, dtype=dt, device=dev)   # output [B, C, H]
         self.logits = torch.zeros(b, c, cfg.vocab_size, device=dev) if with_logits else None  # [B, C, V] fp32
-        start, self.masks = decoder_window(cfg, cache, c, dt)
+        # per layer kind, how many cached positions its buffers hold: all (full) or the window (sliding)
+        self.held = {"full_attention": self.capacity,
+                     "sliding_attention": min(self.capacity, max(0, cfg.sliding_window - 1))}
+        self.masks = {kind: torch.zeros(b, 1, 1, n + c, dtype=dt, device=dev) for kind, n in self.held.items()}
         self.k, self.v = [], []
         for i, layer in enumerate(model.layers):
-            first = start[layer.self_attn.spec.kind]
+            n = self.held[layer.self_attn.spec.kind]
             for bufs, src in ((self.k, cache.k[i]), (self.v, cache.v[i])):
-                kept = src[:, :, first:]                                          # [B, hkv, S_l, D]
-                buf = torch.empty(b, kept.shape[1], kept.shape[2] + c, kept.shape[3], dtype=kept.dtype, device=dev)
-                buf[:, :, : kept.shape[2]].copy_(kept)
-                bufs.append(buf)
-        self.ropes = model._rope(torch.arange(s, s + c, device=dev), dt)
+                bufs.append(torch.zeros(b, src.shape[1], n + c, src.shape[3], dtype=src.dtype, device=dev))
+        tables = model._rope(torch.arange(c, device=dev), dt)
+        self.ropes = [(cos.clone(), sin.clone()) for cos, sin in tables]
+        self.bind(cache)
         self.graph = None
         if capture is None:
             capture = self.canvas.is_cuda
         if capture:
             self._capture(warmup)
+
+    def bind(self, cache: KVCache) -> None:
+        """Copy what the decoder reads of `cache` into the buffers: per layer, its cached keys and values
+        (the last W - 1 positions on sliding layers), the additive masks (cached padding and the unused
+        end of each buffer are masked) and the canvas's RoPE tables (positions S .. S + C - 1)."""
+        cfg, c = self.model.config, self.canvas.shape[1]
+        b, s = cache.batch_size, cache.length
+        if s == 0 or s > self.capacity or b != self.canvas.shape[0]:
+            raise ValueError(f"this step holds caches of batch {self.canvas.shape[0]} and up to {self.capacity} "
+                             f"positions, not batch {b} with {s}")
+        first = {"full_attention": 0, "sliding_attention": max(0, s - (cfg.sliding_window - 1))}
+        for kind, n in self.held.items():
+            allowed = torch.zeros(b, n + c, dtype=torch.bool, device=self.canvas.device)  # [B, S_l + C]
+            allowed[:, : s - first[kind]] = ~cache.pad[:, first[kind]:]
+            allowed[:, n:] = True                                             # the canvas sees itself
+            self.masks[kind].copy_(additive_mask(allowed[:, None, None, :], self.masks[kind].dtype))
+        for i, layer in enumerate(self.model.layers):
+            f = first[layer.self_attn.spec.kind]
+            self.k[i][:, :, : s - f].copy_(cache.k[i][:, :, f:])
+            self.v[i][:, :, : s - f].copy_(cache.v[i][:, :, f:])
+        for (cos, sin), (new_cos, new_sin) in zip(self.ropes, self.model._rope(
+                torch.arange(s, s + c, device=self.canvas.device), self.soft.dtype)):
+            cos.copy_(new_cos)
+            sin.copy_(new_sin)
 
     @torch.inference_mode()
     def _forward(self):

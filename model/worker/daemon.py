@@ -39,6 +39,7 @@ LOAD_ERROR_GRACE_S = 10.0  # a shared worker whose model failed waits this long 
 
 def main(args) -> int:
     """Run the worker with the options of `diffill worker`."""
+    _lower_priority(getattr(args, "nice", 0))
     if args.check:
         return _check(args)
     if args.socket:
@@ -74,6 +75,13 @@ def _main_shared(args) -> int:
     _exit_now(asyncio.run(worker.serve_socket(place, lock, state_fd, sockets.lock_name(path), left_by)))
 
 
+def _lower_priority(nice: int) -> None:
+    """Below the editor: a busy fill must not make typing lag (the setting `workerNice`)."""
+    if nice and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(nice)
+
+
 def _exit_now(code: int) -> None:
     """Exit without waiting for the compute thread (it may be in the middle of a step)."""
     sys.stdout.flush()
@@ -95,10 +103,13 @@ class Engine:
         self.model_path: str | None = None
         self.tokenizer_path: str | None = None
         self.infiller = None
+        self.device: str | None = None
         self.context_tokens: int | None = None  # the checkpoint's own prefix + suffix budget, if it names one
         self.languages: list[str] | None = None  # the languages it was trained for, if it names them
         self.ready = threading.Event()
         self.random_weights = False
+        self.fast_path: dict[str, str] | None = None  # part -> verdict, when the fast path was checked
+        self.degraded: str | None = None              # the fast parts that failed their check, and why
 
     def load(self) -> None:
         try:
@@ -108,6 +119,8 @@ class Engine:
             traceback.print_exc(file=sys.stderr)
         else:
             self.state, self.message = "ready", f"model {self.model_path} on {self.device}"
+            if self.degraded:
+                self.message = f"ready (degraded: {self.degraded}); {self.message}"
             if self.random_weights:
                 self.message += " (random weights, no trained model in this build: completions are noise)"
         self.ready.set()
@@ -139,10 +152,30 @@ class Engine:
         self.languages = model.config.raw.get("diffill_languages")
         tok = os.path.join(self.model_path, "tokenizer.json")
         self.tokenizer_path = tok if os.path.isfile(tok) else None
+        self.infiller = Infiller(model, uniform=self._fast_path(model))
         self.on_progress(80, "warming up")
-        self.infiller = Infiller(model)
         self.infiller.fill("def f(x):\n    return ", "\n", canvas_length=None, max_steps=2, doc_key="\0warmup")
         self.on_progress(100, "ready")
+
+
+    def _fast_path(self, model):
+        """On CUDA (or --fast-path on): check every fast part against its reference, keep those that
+        pass; the uniform process's denoiser for the Infiller, or None for the reference."""
+        wanted = getattr(self.args, "fast_path", "auto")
+        if wanted == "off" or (wanted == "auto" and model.device.type != "cuda"):
+            return None
+        from diffill.model.gpu import faults, self_test
+        from diffill.model.gpu.fast_path import uniform_denoiser
+
+        faults.install_from_env()
+        self.on_progress(70, "checking the fast path")
+        off = {p.strip() for p in (getattr(self.args, "fast_off", "") or "").split(",") if p.strip()}
+        log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+        parts, verdicts = self_test.run(model, off, log=log)
+        self.fast_path = {v.part: v.detail for v in verdicts}
+        self.degraded = self_test.degraded(verdicts)
+        print(f"diffill worker: fast path: {json.dumps(self.fast_path)}", file=sys.stderr, flush=True)
+        return uniform_denoiser(model, parts, log=log)
 
 
 def _pick_device(torch, device: str) -> str:
@@ -246,6 +279,7 @@ class Worker:
         self.running: Job | None = None
         self.stats = {"fills": 0, "cancelled": 0, "steps": 0, "wasted_steps": 0, "errors": 0}
         self.last_ms: float | None = None
+        self.last_slow: str | None = None  # why the last fill was slow, when the machine was busy
         self.progress = (0, "starting")
         self.stopping = False
         self.clients_seen = 0
@@ -260,7 +294,7 @@ class Worker:
         return {"op": "status", "state": state, "message": self.engine.message, "last_ms": self.last_ms,
                 "model": self.engine.model_path, "tokenizer": self.engine.tokenizer_path,
                 "context_tokens": self.engine.context_tokens, "languages": self.engine.languages,
-                "pid": os.getpid(),
+                "pid": os.getpid(), "fast_path": self.engine.fast_path, "slow_reason": self.last_slow,
                 "version": messages.VERSION, "shared": self.shared, "progress": self.progress[0],
                 "stats": dict(self.stats)}
 
@@ -410,6 +444,7 @@ class Worker:
         else:
             self.stats["fills"] += 1
             self.last_ms = round(ms, 1)
+            self.last_slow = busy_machine(ms, self.engine.device)
         return {"op": "result", "id": job.id, "text": "" if cancelled else res.text, "steps": steps,
                 "ms": round(ms, 2), "cancelled": cancelled,
                 "reused_tokens": int(getattr(res, "reused_tokens", 0) or 0),
@@ -562,6 +597,26 @@ class Worker:
                 return
 
 
+SLOW_FILL_MS = 500.0
+
+
+def busy_machine(ms: float, device: str, load: float | None = None, cpus: int | None = None) -> str | None:
+    """Why a fill of `ms` on `device` was slow, when it was slow because the CPUs were busy: the
+    one-minute load average (`load`, default: the system's) above the CPUs this process may use
+    (`cpus`, default: its affinity). GPU fills are not judged."""
+    if ms < SLOW_FILL_MS or not str(device).startswith("cpu"):
+        return None
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        if not hasattr(os, "getloadavg"):
+            return None
+        load = os.getloadavg()[0]
+    if load <= cpus:
+        return None
+    return f"the machine was busy (load {load:.1f} on {cpus} CPU{'s' if cpus != 1 else ''})"
+
+
 def _opt_int(v):
     return None if v is None else int(v)
 
@@ -635,6 +690,8 @@ def _check(args) -> int:
     report["state"] = engine.state
     report["message"] = engine.message
     report["model_path"] = engine.model_path
+    report["fast_path"] = engine.fast_path
+    report["degraded"] = engine.degraded
     if engine.state == "ready":
         t0 = time.perf_counter()
         res = engine.infiller.fill("def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n", doc_key="check")

@@ -88,6 +88,17 @@ def test_a_name_that_is_no_folder_and_no_hub_id_is_refused(name):
         load_model(name)
 
 
+def test_a_hub_id_missing_from_the_local_cache_names_the_setting_that_fetches_it(tmp_path, monkeypatch):
+    """Downloads off (the default): the message says what to set, not the hub library's internals."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(CheckpointError) as err:
+        load_model("google/diffusiongemma-26B-A4B-it")
+    message = str(err.value)
+    assert "not in the local hub cache" in message and "allowDownload" in message
+    assert "local_files_only" not in message and "Traceback" not in message
+
+
 def test_generation_config_that_is_not_an_object_or_not_numbers_is_refused(base, tmp_path):
     d = _copy(base, tmp_path)
     (d / "generation_config.json").write_text("[1, 2]")

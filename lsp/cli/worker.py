@@ -14,6 +14,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-download", action="store_true", help="fetch a hub id that is not cached locally")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--check", action="store_true", help="load the model, fill one hole, print a JSON report")
+    parser.add_argument("--experts", choices=("auto", "none", "fp8", "int4"), default="auto",
+                        help="the expert weights' form: auto = on CUDA the first of unquantised, fp8, int4 that fits "
+                             "the free memory (elsewhere: as stored); none, fp8, int4: that form only")
     parser.add_argument("--nice", type=int, default=10, choices=range(0, 20), metavar="0-19",
                         help="run at this scheduling niceness, below the editor's (default: 10; 0: the same)")
     parser.add_argument("--fast-path", choices=("auto", "on", "off"), default="auto",

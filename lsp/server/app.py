@@ -114,10 +114,12 @@ class DiffillServer(LanguageServer):
         latency = status.get("last_ms")
         if latency is not None and self.completer.stats.last_fill_ms is None:
             self.completer.stats.last_fill_ms = float(latency)  # what the (shared) worker takes
-        key = (state, message, latency)
+        slow = status.get("slow_reason")  # the last fill was slow because the machine was busy
+        key = (state, message, latency, slow)
         if key != self.last_status:
             self.last_status = key
-            self.protocol.notify(STATUS, {"state": state, "message": message, "latency_ms": latency})
+            self.protocol.notify(STATUS, {"state": state, "message": message, "latency_ms": latency,
+                                          "slow_reason": slow})
         if state == "error" and message != self.shown_error:
             self.shown_error = message
             self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"diffill: {message}"))
@@ -133,7 +135,8 @@ class DiffillServer(LanguageServer):
         """A gate refused completions for a reason the user should know (once per reason)."""
         log.info("%s", reason)
         self.protocol.notify(STATUS, {"state": "ready", "message": reason,
-                                      "latency_ms": self.last_status[2] if self.last_status else None})
+                                      "latency_ms": self.last_status[2] if self.last_status else None,
+                                      "slow_reason": self.last_status[3] if self.last_status else None})
 
     def _on_worker_progress(self, percent: int, message: str) -> None:
         """Model load progress as `$/progress`: the token is created first, and begin/report are

@@ -20,6 +20,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 WORKER_MODES = ("shared", "private")
 FAST_PATH = ("auto", "on", "off")
+EXPERTS = ("auto", "none", "fp8", "int4")
 FAST_PARTS = ("router", "experts", "graph", "fused_head", "device_sampler", "all")  # model/gpu/fast_path.py
 BACKENDS = ("local", "remote")
 
@@ -48,6 +49,7 @@ class Settings:
                                         # fill) is hung: it is killed and started again
     preload: bool = True                # start the worker (and load the model) at initialize
     allow_download: bool = False        # let the worker fetch a hub id that is not cached locally
+    experts: str = "auto"               # expert weights: auto (on CUDA what fits), none, fp8, int4
     worker_nice: int = 10               # the worker's scheduling niceness (0: as the editor; 19: lowest)
     fast_path: str = "auto"             # the GPU's fast parts: auto (on CUDA), on (also elsewhere), off
     fast_path_off: tuple[str, ...] = () # fast parts turned off by name (FAST_PARTS; "all")
@@ -58,7 +60,7 @@ class Settings:
     def worker_key(self) -> tuple:
         """The settings that need a different worker when they change."""
         return (self.model, self.device, self.dtype, self.worker_mode, self.worker_socket,
-                self.worker_idle_timeout_s, self.allow_download, self.worker_nice, self.fast_path,
+                self.worker_idle_timeout_s, self.allow_download, self.experts, self.worker_nice, self.fast_path,
                 self.fast_path_off)
 
     def enabled_for(self, language_id: str) -> bool:
@@ -152,6 +154,7 @@ _FIELDS: dict[str, tuple[str, Any]] = {
     "workerTimeoutMs": ("worker_timeout_ms", _int(200, 600_000)),
     "preload": ("preload", _bool),
     "allowDownload": ("allow_download", _bool),
+    "experts": ("experts", _choice(EXPERTS)),
     "workerNice": ("worker_nice", _int(0, 19)),
     "fastPath": ("fast_path", _choice(FAST_PATH)),
     "fastPathOff": ("fast_path_off", _fast_parts),

@@ -53,7 +53,7 @@ def worker_command(settings: Settings, socket_path: str | None) -> list[str]:
         cmd += ["--model", settings.model]
     if settings.allow_download:
         cmd.append("--allow-download")
-    cmd += ["--nice", str(settings.worker_nice), "--fast-path", settings.fast_path]
+    cmd += ["--experts", settings.experts, "--nice", str(settings.worker_nice), "--fast-path", settings.fast_path]
     if settings.fast_path_off:
         cmd += ["--fast-off", ",".join(settings.fast_path_off)]
     if socket_path:

@@ -90,6 +90,11 @@ def checkpoint_keys(name: str) -> list[str]:
     return [DECODER + name, ENCODER + name]
 
 
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def resolve_path(name: str | os.PathLike, allow_download: bool = False) -> Path:
     """A directory, or a hub id found in the local hub cache (downloaded only when allowed)."""
     if not isinstance(name, (str, os.PathLike)) or not str(name).strip():
@@ -109,8 +114,12 @@ def resolve_path(name: str | os.PathLike, allow_download: bool = False) -> Path:
             return Path(snapshot_download(str(name), local_files_only=not allow_download,
                                           allow_patterns=["*.json", "*.safetensors"]))
         except Exception as exc:
-            how = "" if allow_download else " (downloads are off: download it once, or allow downloads)"
-            raise CheckpointError(f"model {name} is not a directory and not in the local hub cache{how}: {exc}") from None
+            if not allow_download:  # the library's own advice names its internals: say what to set here
+                raise CheckpointError(
+                    f"model {name} is not a folder and not in the local hub cache; set `allowDownload` "
+                    f"(diffill.allowDownload in VS Code, settings.allowDownload in Neovim) to fetch it, or give "
+                    f"the checkpoint's folder") from None
+            raise CheckpointError(f"model {name} could not be downloaded: {_first_line(exc)}") from None
     raise CheckpointError(f"model directory {p} does not exist")
 
 

@@ -110,6 +110,8 @@ class Engine:
         self.random_weights = False
         self.fast_path: dict[str, str] | None = None  # part -> verdict, when the fast path was checked
         self.degraded: str | None = None              # the fast parts that failed their check, and why
+        self.plan = None                              # memory.Plan on CUDA: the experts' form that fits
+        self.fit_message: str | None = None
 
     def load(self) -> None:
         try:
@@ -119,6 +121,8 @@ class Engine:
             traceback.print_exc(file=sys.stderr)
         else:
             self.state, self.message = "ready", f"model {self.model_path} on {self.device}"
+            if self.fit_message:
+                self.message += f" ({self.fit_message})"
             if self.degraded:
                 self.message = f"ready (degraded: {self.degraded}); {self.message}"
             if self.random_weights:
@@ -145,18 +149,53 @@ class Engine:
         spec = self.args.model
         if spec is None:
             spec, self.random_weights = _embedded_model_path()
-        self.on_progress(20, f"loading {spec} ({dtype}, {self.device})")
-        model = load_model(spec, device=self.device, dtype=dtype, allow_download=self.args.allow_download)
+        experts = self._fit(spec, dtype)
+        self.on_progress(20, f"loading {spec} ({dtype}, {self.device}{', ' + experts + ' experts' if experts else ''})")
+        model = load_model(spec, device=self.device, dtype=dtype, allow_download=self.args.allow_download,
+                           experts=experts)
         self.model_path = str(getattr(model, "path", spec))
         self.context_tokens = model.config.raw.get("diffill_context_tokens")
         self.languages = model.config.raw.get("diffill_languages")
         tok = os.path.join(self.model_path, "tokenizer.json")
         self.tokenizer_path = tok if os.path.isfile(tok) else None
-        self.infiller = Infiller(model, uniform=self._fast_path(model))
+        self.infiller = Infiller(model, uniform=self._fast_path(model), max_documents=self._documents(model))
         self.on_progress(80, "warming up")
         self.infiller.fill("def f(x):\n    return ", "\n", canvas_length=None, max_steps=2, doc_key="\0warmup")
         self.on_progress(100, "ready")
 
+
+    def _fit(self, spec, dtype) -> str | None:
+        """The experts' form to load: on CUDA the first that fits the free memory (setting `experts`,
+        default auto: unquantised, fp8, int4), said in the log and the status; a model that does not
+        fit is refused with what would. Elsewhere the form asked (auto: as the checkpoint stores it)."""
+        from diffill.model.engine import memory
+        from diffill.model.engine.checkpoint import resolve_path
+        from diffill.model.engine.config import ModelConfig
+        from diffill.model.gpu.fused_head import DEFAULT_CHUNK
+
+        asked = getattr(self.args, "experts", "auto") or "auto"
+        free = memory.free_device_bytes(self.device)
+        if free is None:
+            return None if asked in ("auto", "none") else asked
+        config = ModelConfig.from_file(resolve_path(spec, self.args.allow_download) / "config.json")
+        fast = getattr(self.args, "fast_path", "auto") != "off"
+        self.plan = memory.plan_for_device(config, dtype, asked, free, head_chunk=DEFAULT_CHUNK if fast else None)
+        print(f"diffill worker: memory: {self.plan.message}", file=sys.stderr, flush=True)
+        if self.plan.fits is False:
+            raise DoesNotFit(f"does not fit on {self.device}: {self.plan.message}")
+        self.fit_message = self.plan.message
+        return self.plan.experts
+
+    def _documents(self, model) -> int:
+        """Prefix caches to keep (one per document, up to 8): on CUDA as many as the memory left after
+        the plan holds."""
+        plan = getattr(self, "plan", None)
+        if plan is None or plan.free_bytes is None:
+            return 8
+        from diffill.model.engine import memory
+
+        one = memory.kv_bytes_per_token(model.config, model.dtype) * plan.estimate.cached_tokens
+        return max(1, min(8, 1 + (plan.free_bytes - plan.estimate.total) // max(1, one)))
 
     def _fast_path(self, model):
         """On CUDA (or --fast-path on): check every fast part against its reference, keep those that
@@ -211,8 +250,14 @@ def _embedded_model_path() -> tuple[str, bool]:
     return str(found), False
 
 
+class DoesNotFit(Exception):
+    """The memory plan found no form of the model that fits the device."""
+
+
 def _describe_load_error(exc: Exception, spec) -> str:
     what = f"model {spec!r}" if spec else "the embedded model"
+    if isinstance(exc, DoesNotFit):
+        return f"{what} {exc}"
     if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
         return (f"{what} does not fit in memory ({exc}); choose a smaller model or dtype, "
                 "or another device")

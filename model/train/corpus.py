@@ -37,6 +37,8 @@ SKIP_PARTS = {"_vendor", "vendor", "vendored", "_vendored", "test", "tests", "te
 MAX_BYTES = 200_000
 MAX_LINE = 300
 MIN_BYTES = 64
+HOLDOUT = 100                 # one file in HOLDOUT (by the CRC of its text) is held out of training
+PACKAGE_ALPHA = 0.5           # training draws a package with probability proportional to (its bytes)^alpha
 
 
 @dataclass
@@ -208,10 +210,17 @@ def deduplicate(sources, stats: dict):
         yield src
 
 
+def is_held_out(text: str, holdout: int = HOLDOUT) -> bool:
+    """The files kept for the held-out loss: a function of the text alone, the same in every run."""
+    return zlib.crc32(text.encode()) % holdout == 0
+
+
 # ---------------------------------------------------------------- output
 
-def build(out: Path, include_stdlib: bool = True, include_packages: bool = True) -> dict:
-    """Collect, filter and deduplicate; write out/files.jsonl and out/collect_stats.json."""
+def build(out: Path, include_stdlib: bool = True, include_packages: bool = True,
+          max_files: int | None = None) -> dict:
+    """Collect, filter and deduplicate; write out/files.jsonl and out/collect_stats.json (the first
+    max_files kept files when given: a small corpus for rehearsals)."""
     out.mkdir(parents=True, exist_ok=True)
     stats = {"exact_duplicates": 0, "near_duplicates": 0, "kept_files": 0, "kept_bytes": 0, "skipped_distributions": []}
     with open(out / "files.jsonl", "w") as f:
@@ -219,6 +228,8 @@ def build(out: Path, include_stdlib: bool = True, include_packages: bool = True)
             f.write(json.dumps(src.__dict__) + "\n")
             stats["kept_files"] += 1
             stats["kept_bytes"] += len(src.text.encode())
+            if max_files and stats["kept_files"] >= max_files:
+                break
     (out / "collect_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     return stats
 

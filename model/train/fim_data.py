@@ -14,21 +14,29 @@ An example is the encoder prompt `<|fim_prefix|>` prefix `<|fim_suffix|>` suffix
 (prefix cut from the left, suffix from the right, to token budgets) and a canvas of a given length:
 the middle's tokens, `<eos>`, then `<pad>` to the end.
 """
+import functools
 import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-
-import tree_sitter_python
-from tree_sitter import Language, Parser
 
 from diffill.model.engine.tokenizer import EOS, FIM_MIDDLE, FIM_PREFIX, FIM_SPECIALS, FIM_SUFFIX, MASK, PAD
 
 KINDS = {"rest_of_line": 0.25, "lines": 0.25, "block": 0.15, "node": 0.17, "chars": 0.15, "empty": 0.03}
 CANVAS_LENGTHS = (32, 48, 64, 96, 128, 192, 256)
 WINDOW_CHARS = 6000           # text around the hole that is parsed and tokenised
+LINES_MEAN, MAX_LINES = 2.5, 30   # a `lines` hole: 1 + Exp(mean LINES_MEAN) lines, at most MAX_LINES
+CHARS_MEAN = 60               # a `chars` hole: 1 + Exp(mean CHARS_MEAN) characters
+INDENT_CURSOR = 0.5           # `lines` and `block` holes start after the indentation this often
+NO_SUFFIX = 0.08              # the cursor at the end of the file: nothing after it
 
-_PARSER = Parser(Language(tree_sitter_python.language()))
+
+@functools.cache
+def _parser():
+    """tree-sitter's Python parser, imported when first needed (the pre-tokenized path runs without)."""
+    import tree_sitter_python
+    from tree_sitter import Language, Parser
+    return Parser(Language(tree_sitter_python.language()))
 
 
 @dataclass
@@ -81,19 +89,19 @@ def whole_lines(text: str, rng: random.Random, max_chars: int) -> tuple[int, int
     if not candidates:
         return None
     first = rng.choice(candidates)
-    count = min(1 + int(rng.expovariate(1 / 2.5)), 30)
+    count = min(1 + int(rng.expovariate(1 / LINES_MEAN)), MAX_LINES)
     last = min(first + count, len(lines) - 1)
     start, end = starts[first], starts[last]
     while end - start > max_chars and last > first + 1:
         last -= 1
         end = starts[last]
-    if rng.random() < 0.5:                    # cursor after the indentation, as editors leave it
+    if rng.random() < INDENT_CURSOR:          # cursor after the indentation, as editors leave it
         start += _indent(lines[first])
     return start, end
 
 
 def _nodes(text: str, types: tuple[str, ...] | None):
-    tree = _PARSER.parse(text.encode("utf-8"))
+    tree = _parser().parse(text.encode("utf-8"))
     stack = [tree.root_node]
     while stack:
         node = stack.pop()
@@ -128,7 +136,7 @@ def syntax_block(text: str, rng: random.Random, max_chars: int) -> tuple[int, in
     start, end = rng.choice(spans)
     if end < len(text) and text[end] == "\n":
         end += 1
-    if rng.random() < 0.5:                    # from the start of the line, indentation included
+    if rng.random() < INDENT_CURSOR:          # from the start of the line, indentation included
         start = text.rfind("\n", 0, start) + 1
     return start, end
 
@@ -145,7 +153,7 @@ def syntax_node(text: str, rng: random.Random, max_chars: int) -> tuple[int, int
 def char_span(text: str, rng: random.Random, max_chars: int) -> tuple[int, int] | None:
     if len(text) < 2:
         return None
-    length = min(1 + int(rng.expovariate(1 / 60)), max_chars, len(text) - 1)
+    length = min(1 + int(rng.expovariate(1 / CHARS_MEAN)), max_chars, len(text) - 1)
     start = rng.randint(0, len(text) - length)
     return start, start + length
 
@@ -216,7 +224,7 @@ class FimExamples:
         max_chars = canvas_length * 3
         for _ in range(tries):
             hole = choose_hole(text, rng, max_chars, kind)
-            if rng.random() < 0.08:           # cursor at the end of the file: nothing after it
+            if rng.random() < NO_SUFFIX:      # cursor at the end of the file: nothing after it
                 hole.suffix = ""
             middle = self.encode(hole.middle)
             if len(middle) < canvas_length:

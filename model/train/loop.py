@@ -21,7 +21,6 @@ import shutil
 import signal
 import sys
 import time
-import zlib
 from pathlib import Path
 
 import torch
@@ -30,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from diffill.model.engine.builder import build_model, make_config
 from diffill.model.engine.checkpoint import save_checkpoint
 from diffill.model.engine.config import GenerationSettings
-from diffill.model.train.corpus import write_manifest
+from diffill.model.train.corpus import HOLDOUT, PACKAGE_ALPHA, is_held_out, write_manifest
 from diffill.model.train.fim_data import FimExamples, collate, load_texts
 from diffill.model.train.objective import Batch, RouterBalance, training_loss
 from diffill.model.engine.tokenizer import Tokenizer
@@ -52,6 +51,8 @@ SIZES = {
     "tiny": _text_config(64, 2, 2, 64, [S, F], head_dim=32),          # for tests
     "small": _text_config(192, 6, 4, 192, [S, S, F]),
     "base": _text_config(256, 6, 8, 256, [S, S, F]),
+    # bench/gpu_train.sh: the most parameters whose bf16 weights stay one safetensors file under 15 MB
+    "gpu": _text_config(192, 8, 4, 160, [S, S, F]),
 }
 
 
@@ -61,10 +62,10 @@ class Corpus:
     """Training and held-out texts; a package is drawn with probability proportional to
     (its bytes)^alpha, then a file in it proportional to its length."""
 
-    def __init__(self, path: Path, alpha: float = 0.5, holdout: int = 100):
+    def __init__(self, path: Path, alpha: float = PACKAGE_ALPHA, holdout: int = HOLDOUT):
         self.train, self.held = {}, []
         for package, text in load_texts(path):
-            if zlib.crc32(text.encode()) % holdout == 0:
+            if is_held_out(text, holdout):
                 self.held.append(text)
             else:
                 self.train.setdefault(package, []).append(text)
@@ -211,17 +212,63 @@ def prepare(args) -> None:
 
 # ---------------------------------------------------------------- loop
 
-def evaluate(model, corpus, fim, args, mask_id, pad_id, batches: int = 4) -> float:
+def make_optimizer(model, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over every weight (the model comes from the engine with gradients off), decay on matrices only."""
+    for p in model.parameters():
+        p.requires_grad_(True)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": other, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def step_seed(seed: int, step: int) -> int:
+    """The seed of step n's noise generator."""
+    return seed * 1_000_003 + step
+
+
+def train_step(model, opt, batch: Batch, g: torch.Generator, lr: float, args, balance) -> tuple:
+    """One optimizer step at learning rate lr; the noise and the self-conditioning coin come from g.
+    args: ar_weight, pad_weight, bf16. Returns (loss, parts)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    mask_id, pad_id = model.tokenizer.mask_id, model.tokenizer.pad_id
+    self_cond = bool(torch.rand(1, generator=g, device=g.device) < 0.5)
+    with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+        loss, parts = training_loss(model, batch, g, mask_id, pad_id, self_cond, args.ar_weight,
+                                    args.pad_weight, balance)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss, parts
+
+
+def progress_line(step: int, total: int | None, loss: float, avg: dict, lr: float, tps: float, eta_s: float) -> str:
+    """One log line; total None: not known yet (a budgeted run's warm-up)."""
+    bar = "#" * int(30 * step / total) if total else ""
+    return (f"[{bar:<30}] step {step}/{total or '?'} loss {loss:.3f} " + " ".join(f"{k} {v:.3f}" for k, v in avg.items())
+            + f" lr {lr:.2e} {tps:.0f} tok/s ETA {_fmt_time(eta_s)}")
+
+
+def held_out_loss(model, batch_of, batches: int = 4, device: str = "cpu") -> float:
+    """Mean diffusion loss (no self-conditioning) over batch_of(0..batches-1), each with noise from a
+    generator seeded 10_000 + i: the same figure at every evaluation of a run."""
     model.eval()
     total = 0.0
+    mask_id, pad_id = model.tokenizer.mask_id, model.tokenizer.pad_id
     with torch.no_grad():
         for i in range(batches):
-            g = torch.Generator().manual_seed(10_000 + i)
-            batch = make_batch(corpus, fim, 12345, i, args.batch_size, args.canvas_lengths, held_out=True)
-            _, parts = training_loss(model, batch, g, mask_id, pad_id, self_condition=False, ar_weight=0)
+            g = torch.Generator(device=device).manual_seed(10_000 + i)
+            _, parts = training_loss(model, batch_of(i), g, mask_id, pad_id, self_condition=False, ar_weight=0)
             total += parts["diffusion"]
     model.train()
     return total / batches
+
+
+def evaluate(model, corpus, fim, args, batches: int = 4) -> float:
+    return held_out_loss(model, lambda i: make_batch(corpus, fim, 12345, i, args.batch_size, args.canvas_lengths,
+                                                     held_out=True), batches)
 
 
 def _fmt_time(s: float) -> str:
@@ -247,12 +294,7 @@ def train(args) -> int:
     args.run.mkdir(parents=True, exist_ok=True)
     prepare(args)
     model = new_model(args.size, args.tokenizer, args.seed).to(args.device).train()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    other = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": args.weight_decay},
-                             {"params": other, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, args.lr, args.weight_decay)
     meta = {"size": args.size, "seed": args.seed, "steps": args.steps, "batch_size": args.batch_size,
             "lr": args.lr, "ar_weight": args.ar_weight, "pad_weight": args.pad_weight,
             "prefix_tokens": args.prefix_tokens, "suffix_tokens": args.suffix_tokens,
@@ -271,7 +313,6 @@ def train(args) -> int:
     meta["params"] = params
     corpus = Corpus(args.corpus)
     fim = FimExamples(model.tokenizer._tok, args.prefix_tokens, args.suffix_tokens)
-    mask_id, pad_id = model.tokenizer.mask_id, model.tokenizer.pad_id
     balance = RouterBalance(model)
     stop = min(args.steps, args.stop_at or args.steps)
     print(f"training {args.size}: {params / 1e6:.2f}M parameters, {len(corpus.packages)} packages, "
@@ -280,18 +321,10 @@ def train(args) -> int:
     t0, tokens0, start_step, window = time.time(), meta["tokens"], step, []
     try:
         while step < stop:
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step, args.steps, args.lr, args.warmup, args.decay_fraction)
             batch = make_batch(corpus, fim, args.seed, step, args.batch_size, args.canvas_lengths)
-            g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
-            self_cond = bool(torch.rand(1, generator=g) < 0.5)
-            with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=args.bf16):
-                loss, parts = training_loss(model, batch, g, mask_id, pad_id, self_cond, args.ar_weight,
-                                            args.pad_weight, balance)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            g = torch.Generator().manual_seed(step_seed(args.seed, step))
+            loss, parts = train_step(model, opt, batch, g, lr_at(step, args.steps, args.lr, args.warmup, args.decay_fraction),
+                                     args, balance)
             step += 1
             meta["tokens"] += int((~batch.prompt_pad).sum()) + batch.canvas.numel()
             meta["canvas_tokens"] += batch.canvas.numel()
@@ -302,15 +335,12 @@ def train(args) -> int:
                 avg = {k: sum(w.get(k, 0.0) for w in window) / len(window) for k in window[0]}
                 window = []
                 eta_s = (stop - step) * elapsed / max(1, step - start_step)
-                bar = "#" * int(30 * step / args.steps)
-                print(f"[{bar:<30}] step {step}/{args.steps} loss {loss.item():.3f} "
-                      + " ".join(f"{k} {v:.3f}" for k, v in avg.items())
-                      + f" lr {opt.param_groups[0]['lr']:.2e} {tps:.0f} tok/s ETA {_fmt_time(eta_s)}",
+                print(progress_line(step, args.steps, loss.item(), avg, opt.param_groups[0]['lr'], tps, eta_s),
                       file=sys.stderr, flush=True)
                 meta["history"].append({"step": step, **{k: round(v, 4) for k, v in avg.items()},
                                         "tokens": meta["tokens"], "elapsed_s": round(elapsed, 1)})
             if corpus.held and (step % args.eval_every == 0 or step == stop):
-                val = evaluate(model, corpus, fim, args, mask_id, pad_id)
+                val = evaluate(model, corpus, fim, args)
                 meta["history"].append({"step": step, "val_diffusion": round(val, 4)})
                 print(f"step {step}: held-out diffusion loss {val:.4f}", file=sys.stderr, flush=True)
             if step % args.save_every == 0 or step == stop:

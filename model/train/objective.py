@@ -33,19 +33,21 @@ class Batch:
 
 
 def noise_levels(batch: int, generator: torch.Generator, eps: float = 1e-3) -> torch.Tensor:
-    """t [B] in (eps, 1), stratified: one draw per 1/B slice, shuffled."""
-    u = (torch.arange(batch) + torch.rand(batch, generator=generator)) / batch
-    return eps + (1 - eps) * u[torch.randperm(batch, generator=generator)]
+    """t [B] in (eps, 1), stratified: one draw per 1/B slice, shuffled; on the generator's device."""
+    dev = generator.device
+    u = (torch.arange(batch, device=dev) + torch.rand(batch, generator=generator, device=dev)) / batch
+    return eps + (1 - eps) * u[torch.randperm(batch, generator=generator, device=dev)]
 
 
 def mask_canvas(canvas: torch.Tensor, t: torch.Tensor, mask_id: int, generator: torch.Generator):
     """Absorbing noise: each position becomes mask_id with probability t (at least one per row).
-    Returns (noisy canvas [B, C], masked [B, C] bool)."""
+    Drawn on the generator's device. Returns (noisy canvas [B, C], masked [B, C] bool)."""
     b, c = canvas.shape
-    masked = torch.rand(b, c, generator=generator) < t[:, None]
+    dev = generator.device
+    masked = torch.rand(b, c, generator=generator, device=dev) < t[:, None]
     none = ~masked.any(1)
     if none.any():
-        pick = torch.randint(0, c, (b,), generator=generator)
+        pick = torch.randint(0, c, (b,), generator=generator, device=dev)
         masked[none, pick[none]] = True
     return torch.where(masked, torch.full_like(canvas, mask_id), canvas), masked
 
@@ -111,7 +113,7 @@ def training_loss(model, batch: Batch, generator: torch.Generator, mask_id: int,
                   balance: RouterBalance | None = None, balance_weight: float = 0.01) -> tuple[torch.Tensor, dict]:
     """One batch's loss and its parts (floats) for logging."""
     t = noise_levels(batch.canvas.shape[0], generator)
-    noisy, masked = mask_canvas(batch.canvas, t, mask_id, generator)
+    noisy, masked = mask_canvas(batch.canvas, t, mask_id, generator)   # on the generator's device
     dev = model.device
     prompt, pad, canvas = batch.prompt.to(dev), batch.prompt_pad.to(dev), batch.canvas.to(dev)
     noisy, masked = noisy.to(dev), masked.to(dev)
@@ -121,7 +123,7 @@ def training_loss(model, batch: Batch, generator: torch.Generator, mask_id: int,
         with torch.no_grad():   # as the mask sampler feeds it back: logits / temperature, mask excluded
             sc = model.denoise(noisy, cache)
             sc[..., mask_id] = float("-inf")
-            sc /= 0.4 + 0.4 * float(torch.rand(1, generator=generator))
+            sc /= 0.4 + 0.4 * float(torch.rand(1, generator=generator, device=generator.device))
         if balance is not None:
             balance.routed = [r for r in balance.routed if r[1].requires_grad]
     logits = model.head(model.decode_hidden(noisy, cache, sc))

@@ -95,24 +95,8 @@ class Clock:
 
 def build(text: dict, canvas: int, device, dtype, form: str):
     """Our model in one form, built on the device in `dtype` (never materialised in fp32)."""
-    from diffill.kernels.quant import quantize
-    from diffill.model.engine.builder import build_model, make_config
-    default = torch.get_default_dtype()
-    torch.set_default_dtype(dtype)
-    try:
-        model = build_model(make_config(text, canvas_length=canvas), seed=0, device=device, dtype=dtype)
-    finally:
-        torch.set_default_dtype(default)
-    if form != "bf16":  # quantise the experts layer by layer, freeing the bf16 copy as it goes
-        for layer in model.layers:
-            ex = layer.experts
-            for attr in ("gate_up_proj", "down_proj"):
-                qw = quantize(getattr(ex, attr).data, form)
-                del ex._parameters[attr]
-                setattr(ex, attr, qw)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-    return model
+    from diffill.model.engine.builder import random_model
+    return random_model(text, device, dtype, None if form == "bf16" else form, canvas_length=canvas)
 
 
 def weight_bytes(model) -> int:

@@ -126,3 +126,20 @@ def test_device_sampler_at_the_real_shape_runs_a_canvas(real):
                                max_steps=16, check_every=16, generator=torch.Generator(device="cuda").manual_seed(0))
     assert out.shape == (1, 256) and steps == 16
     assert int(out.min()) >= 0 and int(out.max()) < real.config.vocab_size
+
+
+def test_the_worker_self_test_passes_every_fast_part_on_this_gpu(small):
+    """Every fast part compiles, captures and matches its reference here (the worker would not be
+    degraded), and a fill through the fast path gives printable text with a confidence per line."""
+    from diffill.model.engine.infill import Infiller
+    from diffill.model.engine.builder import random_model
+    from diffill.model.gpu import self_test
+    from diffill.model.gpu.fast_path import uniform_denoiser
+
+    model = random_model("tiny", "cuda", torch.bfloat16, canvas_length=16)
+    parts, verdicts = self_test.run(model)
+    assert all(v.ok and not v.detail.startswith("not used") for v in verdicts), verdicts
+    infiller = Infiller(model, uniform=uniform_denoiser(model, parts))
+    r = infiller.fill("def add(a, b):\n    return ", "\n", max_steps=8, doc_key="d")
+    assert not r.cancelled and r.line_confidence
+    assert all(s.graph is not None for s in infiller.uniform._steps.values())  # captured, replayed

@@ -3,7 +3,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="checkpoint folder or hub id (default: the embedded model)")
+    parser.add_argument("--model", default=None,
+                        help="checkpoint folder or hub id (default: the embedded model); random:tiny or random:real "
+                             "builds a random-weight model of that shape on the device (benchmarks)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16 (default: auto)")
     parser.add_argument("--socket", default=None, metavar="PATH",

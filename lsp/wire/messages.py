@@ -19,7 +19,9 @@ Worker -> client:
    "queue_ms", "steps_after_cancel", "line_confidence": [float]|null (per line of text)}
   {"op": "error", "id": int|null, "message": str}
   {"op": "status", "state": "loading"|"ready"|"busy"|"error", "message": str, "last_ms": float|null,
-   "model": str|null, "tokenizer": str|null, "pid": int, "stats": {...}}
+   "model": str|null, "tokenizer": str|null, "pid": int, "stats": {...},
+   "fast_path": {part: verdict}|null (the self-test's, when the fast path was checked),
+   "slow_reason": str|null (the last fill was slow because the machine was busy)}
   {"op": "progress", "percent": int, "message": str}   while the model loads
 A newer "fill" for the same "doc" from the same connection cancels the older one.
 """

@@ -92,6 +92,43 @@ def build_model(config: dict, seed: int = 0, device="cpu", dtype=torch.float32, 
     return model.to(dtype).eval()
 
 
+RANDOM_PREFIX = "random:"
+
+
+def random_model(preset: str | dict, device="cpu", dtype=torch.bfloat16, experts: str | None = None,
+                 canvas_length: int = 256, seed: int = 0) -> DiffusionGemma:
+    """A random-weight model of a preset's shape ("tiny", "real": 26B-A4B; or a text-config dict) built on the device, never
+    written to a file, with a byte-level tokenizer (chat turn markers) and default generation settings:
+    what `diffill worker --model random:PRESET` serves, to run the whole path at a real shape where a
+    50 GB checkpoint cannot be written. experts "fp8" or "int4" quantises the experts layer by layer,
+    freeing each unquantised tensor as it goes."""
+    from diffill.kernels.quant import quantize
+
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise ValueError(f"unknown random preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    text = dict(PRESETS[preset] if isinstance(preset, str) else preset)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # the weights are drawn in dtype, never materialised in fp32
+    try:
+        model = build_model(make_config(text, canvas_length=canvas_length), seed=seed, device=device, dtype=dtype)
+    finally:
+        torch.set_default_dtype(default)
+    if experts:
+        for layer in model.layers:
+            ex = layer.experts
+            for attr in ("gate_up_proj", "down_proj"):
+                qw = quantize(getattr(ex, attr).data, experts)
+                del ex._parameters[attr]
+                setattr(ex, attr, qw)
+            if torch.device(device).type == "cuda":
+                torch.cuda.empty_cache()
+    tok = Tokenizer(byte_level_tokenizer([TURN_OPEN, TURN_CLOSE], vocab_size=model.config.vocab_size))
+    model.tokenizer = tok
+    model.generation = GenerationSettings(eos_token_id=tok.eos_ids)
+    model.path = f"{RANDOM_PREFIX}{preset if isinstance(preset, str) else 'custom'}"
+    return model
+
+
 def build_random_checkpoint(out_dir, config_overrides: dict | None = None, seed: int = 0,
                             tokenizer_file: str | Path | None = None, preset: str = "tiny",
                             canvas_length: int = 32, noise: str = "uniform", prompt_format: str | None = None,

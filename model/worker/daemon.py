@@ -142,6 +142,7 @@ class Engine:
         if self.args.threads:
             torch.set_num_threads(self.args.threads)
         from diffill.model import load_model
+        from diffill.model.engine.builder import RANDOM_PREFIX, random_model
         from diffill.model.engine.infill import Infiller
 
         self.device = _pick_device(torch, self.args.device)
@@ -151,8 +152,11 @@ class Engine:
             spec, self.random_weights = _embedded_model_path()
         experts = self._fit(spec, dtype)
         self.on_progress(20, f"loading {spec} ({dtype}, {self.device}{', ' + experts + ' experts' if experts else ''})")
-        model = load_model(spec, device=self.device, dtype=dtype, allow_download=self.args.allow_download,
-                           experts=experts)
+        if str(spec).startswith(RANDOM_PREFIX):  # a random model of a real shape, built on the device
+            model = random_model(spec[len(RANDOM_PREFIX):], self.device, dtype, experts)
+        else:
+            model = load_model(spec, device=self.device, dtype=dtype, allow_download=self.args.allow_download,
+                               experts=experts)
         self.model_path = str(getattr(model, "path", spec))
         self.context_tokens = model.config.raw.get("diffill_context_tokens")
         self.languages = model.config.raw.get("diffill_languages")
@@ -177,7 +181,11 @@ class Engine:
         free = memory.free_device_bytes(self.device)
         if free is None:
             return None if asked in ("auto", "none") else asked
-        config = ModelConfig.from_file(resolve_path(spec, self.args.allow_download) / "config.json")
+        if str(spec).startswith(RANDOM_PREFIX):
+            from diffill.model.engine.builder import PRESETS, make_config
+            config = ModelConfig.from_dict(make_config(dict(PRESETS[spec[len(RANDOM_PREFIX):]])))
+        else:
+            config = ModelConfig.from_file(resolve_path(spec, self.args.allow_download) / "config.json")
         fast = getattr(self.args, "fast_path", "auto") != "off"
         self.plan = memory.plan_for_device(config, dtype, asked, free, head_chunk=DEFAULT_CHUNK if fast else None)
         print(f"diffill worker: memory: {self.plan.message}", file=sys.stderr, flush=True)

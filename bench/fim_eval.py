@@ -113,9 +113,17 @@ class ServerPath:
                 "raw": outcome.raw}
 
 
-def humaneval_task(path: ServerPath, rows: list[dict], timeout: float, log) -> dict:
+def _until(rows: list[dict], deadline: float | None):
+    """The rows, until the deadline (time.monotonic()) passes."""
+    for row in rows:
+        if deadline is not None and time.monotonic() > deadline:
+            return
+        yield row
+
+
+def humaneval_task(path: ServerPath, rows: list[dict], timeout: float, log, deadline: float | None = None) -> dict:
     passed, ms, samples = 0, [], []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(_until(rows, deadline)):
         c = path.complete(row["prompt"], row["suffix"])
         program = (row["prompt"] + c["text"] + row["suffix"][c["replace"]:] + "\n" + row["test"] + "\n"
                    + f"check({row['entry_point']})\n")
@@ -126,7 +134,7 @@ def humaneval_task(path: ServerPath, rows: list[dict], timeout: float, log) -> d
                         "canvas": c["canvas"], "steps": c["steps"], "completion": c["text"]})
         if (i + 1) % 25 == 0:
             log(f"  {i + 1}/{len(rows)} pass@1 {passed / (i + 1):.3f} p50 {percentile(ms, 0.5)} ms")
-    return {"problems": len(rows), "passed": passed, "pass@1": round(passed / max(1, len(rows)), 4),
+    return {"problems": len(samples), "passed": passed, "pass@1": round(passed / max(1, len(samples)), 4),
             "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95), "samples": samples}
 
 
@@ -137,9 +145,9 @@ def first_line(text: str) -> str:
     return ""
 
 
-def santacoder_task(path: ServerPath, rows: list[dict], log) -> dict:
+def santacoder_task(path: ServerPath, rows: list[dict], log, deadline: float | None = None) -> dict:
     hits, ms, samples = 0, [], []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(_until(rows, deadline)):
         c = path.complete(row["prompt"], row["suffix"])
         ok = first_line(c["text"]) == row["canonical_solution"].strip()
         hits += ok
@@ -147,17 +155,17 @@ def santacoder_task(path: ServerPath, rows: list[dict], log) -> dict:
         samples.append({"name": row["name"], "exact": ok, "ms": round(c["ms"], 1), "completion": c["text"]})
         if (i + 1) % 50 == 0:
             log(f"  {i + 1}/{len(rows)} exact {hits / (i + 1):.3f}")
-    return {"problems": len(rows), "exact": hits, "exact_match": round(hits / max(1, len(rows)), 4),
+    return {"problems": len(samples), "exact": hits, "exact_match": round(hits / max(1, len(samples)), 4),
             "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95), "samples": samples}
 
 
-def block_latency(path: ServerPath, rows: list[dict]) -> dict:
+def block_latency(path: ServerPath, rows: list[dict], deadline: float | None = None) -> dict:
     ms, steps = [], []
-    for row in rows:
+    for row in _until(rows, deadline):
         c = path.complete(row["prompt"], row["suffix"], canvas_length=256)
         ms.append(c["ms"])
         steps.append(c["steps"])
-    return {"fills": len(rows), "canvas": 256, "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
+    return {"fills": len(ms), "canvas": 256, "p50_ms": percentile(ms, 0.5), "p95_ms": percentile(ms, 0.95),
             "mean_steps": round(statistics.mean(steps), 1) if steps else None}
 
 
@@ -202,6 +210,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds per HumanEval program")
     ap.add_argument("--name", default="fim_eval", help="results file name in bench/results (default: fim_eval)")
+    ap.add_argument("--out-dir", type=Path, default=None, help="where the results go (default: bench/results)")
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="seconds per task: a task stops taking problems when they are spent (and counts those it did)")
     args = ap.parse_args(argv)
 
     import torch
@@ -224,29 +235,30 @@ def main(argv=None) -> int:
     he = args.evaldata / "humaneval-infilling"
     results: dict = {}
     t_start = time.time()
+    deadline = lambda: time.monotonic() + args.time_limit if args.time_limit else None  # noqa: E731
     server.complete("def f(x):\n    return ", "\n")                     # warm-up (first-call allocations)
     if "single" in tasks:
         rows = subsample(read_jsonl_gz(he / "HumanEval-SingleLineInfilling.jsonl.gz"), args.limit,
                          lambda r: r["task_id"].split("/")[2])
         log(f"single-line: {len(rows)} problems")
-        results["single_line"] = humaneval_task(server, rows, args.timeout, log)
+        results["single_line"] = humaneval_task(server, rows, args.timeout, log, deadline())
     if "multi" in tasks:
         limit = min(x for x in (args.limit, args.multi_limit) if x is not None) if (args.limit or args.multi_limit) else None
         rows = subsample(read_jsonl_gz(he / "HumanEval-MultiLineInfilling.jsonl.gz"), limit,
                          lambda r: r["task_id"].split("/")[2])
         log(f"multi-line: {len(rows)} problems")
-        results["multi_line"] = humaneval_task(server, rows, args.timeout, log)
+        results["multi_line"] = humaneval_task(server, rows, args.timeout, log, deadline())
     if "santacoder" in tasks:
         rows = [r for r in read_jsonl_gz(args.evaldata / "santacoder-fim" / "santacoder-fim-task.jsonl.gz")
                 if r["language"] == "py"]
         rows = subsample(rows, args.limit, lambda r: r["name"].split("-L")[0])
         log(f"santacoder-fim python: {len(rows)} problems")
-        results["santacoder_fim_py"] = santacoder_task(server, rows, log)
+        results["santacoder_fim_py"] = santacoder_task(server, rows, log, deadline())
     if "block" in tasks:
         rows = subsample(read_jsonl_gz(he / "HumanEval-MultiLineInfilling.jsonl.gz"), args.block_fills,
                          lambda r: r["task_id"].split("/")[2], seed=1)
         log(f"block latency: {len(rows)} fills with a 256-token canvas")
-        results["block_latency"] = block_latency(server, rows)
+        results["block_latency"] = block_latency(server, rows, deadline())
 
     summary = {
         "model": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name,
@@ -256,9 +268,12 @@ def main(argv=None) -> int:
         "max_steps": args.max_steps or model.generation.max_denoising_steps,
         "training": {k: info.get(k) for k in ("size", "step", "steps", "tokens", "canvas_tokens") if k in info},
         "wall_s": round(time.time() - t_start),
+        "limit": args.limit,
+        "time_limit_s": args.time_limit,
     }
     write_results(args.name, {**summary, "tasks": results}, markdown(summary, results),
-                  f"FIM evaluation of {summary['model']} through the server's pipeline (`bench/fim_eval.py`)", argv)
+                  f"FIM evaluation of {summary['model']} through the server's pipeline (`bench/fim_eval.py`)", argv,
+                  **({"out_dir": args.out_dir} if args.out_dir else {}))
     log(markdown(summary, results))
     return 0
 

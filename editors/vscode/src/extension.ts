@@ -191,7 +191,8 @@ async function start(): Promise<void> {
                     return null;
                 }
                 const answer = await next(document, position, context, token);
-                if (!token.isCancellationRequested && view.state === "ready") {
+                // recorded in any state: the answer may come before the server's "ready" after the fill
+                if (!token.isCancellationRequested) {
                     const items = Array.isArray(answer) ? answer : (answer?.items ?? []);
                     setView(withAnswer(view, items.length > 0));
                 }

@@ -29,7 +29,7 @@ export interface ServerOptions {
     backend: string; // local | remote
     remote: RemoteOptions;
     allowDownload: boolean; // let the worker download a hub id that is not in the local cache
-    workerNice?: number; // the worker's scheduling niceness (0..19); absent: the server's default
+    workerNice: number; // the worker's scheduling niceness, 0..19
     [extra: string]: unknown;
 }
 
@@ -66,6 +66,7 @@ export const DEFAULTS: ServerOptions = {
         timeoutMs: 6000,
     },
     allowDownload: false,
+    workerNice: 10,
 };
 
 /** Where the extension keeps the remote server's key (VS Code's secret storage). */
@@ -77,6 +78,11 @@ function text(value: unknown): string | null {
 
 function count(value: unknown): number | null {
     return typeof value === "number" && Number.isInteger(value) && value >= 0 ? value : null;
+}
+
+function niceness(value: unknown): number | null {
+    const n = count(value);
+    return n !== null && n <= 19 ? n : null;
 }
 
 function stringList(value: unknown): string[] | null {
@@ -105,11 +111,8 @@ export function readSettings(get: Getter): Settings {
         backend: text(get("backend")) === "remote" ? "remote" : "local",
         remote: readRemote(get, isRecord(extra) && isRecord(extra.remote) ? extra.remote : {}),
         allowDownload: get("allowDownload") === true,
+        workerNice: niceness(get("workerNice")) ?? DEFAULTS.workerNice,
     };
-    const nice = count(get("workerNice"));
-    if (nice !== null && nice <= 19) {
-        server.workerNice = nice; // unset: not sent, the server keeps its default
-    }
     return {
         enable: get("enable") !== false,
         command: stringList(get("server.command")) ?? [],

@@ -102,7 +102,8 @@ export function statusItem(view: StatusView, context: StatusContext = {}): Statu
         }
         case "ready": {
             const latency = view.latencyMs !== undefined ? ` ${view.latencyMs} ms` : "";
-            const slow = view.slowReason ? `, slow: ${view.slowReason}` : "";
+            // the status bar has little room: the reason's details in parentheses go to the tooltip only
+            const slow = view.slowReason ? `, slow: ${view.slowReason.replace(/\s*\(.*\)\s*$/, "")}` : "";
             const none = view.noneShown ? " (no completion shown)" : "";
             const tips = [`diffill: ready${detail}`];
             if (view.latencyMs !== undefined) {
@@ -111,7 +112,7 @@ export function statusItem(view: StatusView, context: StatusContext = {}): Statu
             if (view.noneShown) {
                 tips.push("The last request showed no completion: the server's gates refused the model's fill, or there was nothing to fill.");
             }
-            return make(`${icon("$(check)")} ${name}${latency}${slow}${none}`, tips.join("\n"));
+            return make(`${icon("$(check)")} ${name}${latency}${none}${slow}`, tips.join("\n"));
         }
         case "busy":
             return make(`${icon("$(loading~spin)")} ${name}`, `diffill: completing${detail}`);

@@ -137,6 +137,12 @@ async function complete(page) {
 // After typing, waits until the server has answered: a latency in the status item, and either ghost
 // text or "no completion shown".
 async function answer(page) {
+    // as a user would: wait until the model has loaded (the spinner is gone), then type
+    await page.waitForFunction(
+        (sel) => /diffill: ready/.test(document.querySelector(sel)?.getAttribute("aria-label") ?? ""),
+        STATUS,
+    );
+    step("model ready");
     await typeAtLine(page);
     await page.waitForFunction(
         ([sel, ghost]) => {

@@ -34,6 +34,7 @@ test("set options are passed under the server's names", () => {
         backend: "local",
         remote: DEFAULTS.remote,
         allowDownload: false,
+        workerNice: 10,
     });
     assert.deepEqual(configurationPayload(settings), { diffill: settings.server });
 });
@@ -110,10 +111,10 @@ test("diffill.allowDownload and diffill.workerNice reach the server as allowDown
     assert.equal(from({}).server.allowDownload, false, "off unless set: nothing is downloaded by default");
 });
 
-test("an unset or out-of-range workerNice is not sent, so the server keeps its own default", () => {
-    assert.equal("workerNice" in from({}).server, false);
-    assert.equal("workerNice" in from({ workerNice: 20 }).server, false);
-    assert.equal("workerNice" in from({ workerNice: -1 }).server, false);
+test("an unset or out-of-range workerNice sends the default, 10, so a change back reaches the server", () => {
+    assert.equal(from({}).server.workerNice, 10);
+    assert.equal(from({ workerNice: 20 }).server.workerNice, 10);
+    assert.equal(from({ workerNice: -1 }).server.workerNice, 10);
     assert.equal(from({ workerNice: 0 }).server.workerNice, 0);
 });
 

@@ -67,7 +67,7 @@ test("a workspace's serverSettings cannot set the worker socket, downloads, the 
     const server = readSettings((key) => (key === "serverSettings" ? merged : undefined)).server;
     assert.equal(server.workerSocket, "/run/user/1000/mine.sock");
     assert.equal(server.allowDownload, false);
-    assert.equal(server.workerNice, undefined);
+    assert.equal(server.workerNice, 10);
     assert.notEqual(server.backend, "remote");
 });
 

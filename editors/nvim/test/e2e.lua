@@ -5,7 +5,6 @@
 -- with timers and writes what it saw to job.result, then quits.
 local job = vim.json.decode(table.concat(vim.fn.readfile(vim.env.DIFFILL_E2E_JOB), '\n'))
 local plugin = vim.fn.fnamemodify(debug.getinfo(1, 'S').source:sub(2), ':p:h:h')
-vim.opt.runtimepath:prepend(plugin)
 vim.opt.swapfile = false
 vim.cmd('filetype plugin indent on')
 if job.ui then
@@ -69,13 +68,25 @@ local function type_text(text, delay, next)
 end
 
 --- The ghost text drawn after the cursor: its first line and the virtual lines below.
+local ghost_mark_text
 local function ghost_shown()
-  local namespaces = api.nvim_get_namespaces()
-  local ns = namespaces['nvim.lsp.inline_completion'] or namespaces['diffill.ghost']
-  if not ns then
-    return nil
+  for name, ns in pairs(api.nvim_get_namespaces()) do
+    if name:match('inline_completion') or name == 'diffill.ghost' then
+      local text = nil
+      for _, mark in ipairs(api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })) do
+        text = text or ghost_mark_text(mark)
+      end
+      if text then
+        result.drawn_by = name
+        return text
+      end
+    end
   end
-  for _, mark in ipairs(api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })) do
+  return nil
+end
+
+function ghost_mark_text(mark)
+  do
     local details = mark[4]
     local lines = {}
     local first = {}
@@ -138,7 +149,13 @@ local function type_char(char)
   api.nvim_feedkeys((literal and '\22' or '') .. char, 'nt', false)
 end
 
-require('diffill').setup({ cmd = job.cmd, settings = job.settings or {}, accept_key = job.accept_key or '<Tab>' })
+if job.init then
+  -- A user's init.lua (the plugin README's block): it puts the plugin on the runtimepath itself.
+  dofile(job.init)
+else
+  vim.opt.runtimepath:prepend(plugin)
+  require('diffill').setup({ cmd = job.cmd, settings = job.settings or {}, accept_key = job.accept_key or '<Tab>' })
+end
 result.native = require('diffill').has_native_inline()
 
 local timeout = job.timeout_ms or 120000
@@ -202,5 +219,241 @@ local function run()
   end)
 end
 
+-- ---- the scenarios of the issue-driven tests (job.scenario) ----------------------------------
+
+local diffill = require('diffill')
+
+--- The text drawn on screen row `row` (1-based), as the UI shows it.
+local function screen_row(row)
+  local cells = {}
+  for col = 1, vim.o.columns do
+    cells[#cells + 1] = vim.fn.screenstring(row, col)
+  end
+  return (table.concat(cells):gsub('%s+$', ''))
+end
+
+--- The screen row of the cursor's line.
+local function cursor_screen_row()
+  local pos = api.nvim_win_get_cursor(0)
+  return vim.fn.screenpos(0, pos[1], pos[2] + 1).row
+end
+
+--- Records what is shown now and, with a UI, has the test capture the screen (it writes
+--- <marker>.done when it has). `redraw = false`: nothing is redrawn on the driver's behalf.
+local function shot(name, next, redraw, press_enter, action)
+  if redraw ~= false then
+    vim.cmd('redraw')
+  end
+  result.shots = result.shots or {}
+  result.shots[name] = { line = current_line(), col = cursor_col(), ghost = ghost_shown() or vim.NIL, status = diffill.status(),
+                         screen_line = job.ui and screen_row(cursor_screen_row()) or nil }
+  if not job.ui then
+    return next()
+  end
+  local marker = job.result .. '.shot.' .. name
+  -- press_enter: the screen waits at a hit-enter prompt, which the test answers after its capture.
+  vim.fn.writefile({ press_enter and 'enter' or name }, marker)
+  if action then
+    action() -- it may wait at a hit-enter prompt until the test, having captured it, presses Enter
+  end
+  wait_for('screenshot ' .. name, function()
+    return vim.uv.fs_stat(marker .. '.done') ~= nil
+  end, 60000, function()
+    next()
+  end)
+end
+
+local function open_and_attach(next)
+  vim.cmd.edit(vim.fn.fnameescape(job.file))
+  wait_for('server attached', function()
+    return diffill.clients(0)[1]
+  end, 30000, function(client)
+    record_responses(client)
+    next(client)
+  end)
+end
+
+--- Presses keys through the typeahead with mappings on, as a user does; then waits `ms`.
+local function press(keys, ms, next)
+  api.nvim_feedkeys(api.nvim_replace_termcodes(keys, true, false, true), 'mt', false)
+  vim.defer_fn(next, ms)
+end
+
+local function type_at_line(next)
+  api.nvim_win_set_cursor(0, { job.line, job.col or 0 })
+  vim.cmd(job.col and 'startinsert' or 'startinsert!')
+  for _, command in ipairs(job.commands or {}) do
+    vim.cmd(command)
+  end
+  vim.defer_fn(function()
+    type_text(job.type, 60, function()
+      step('typed')
+      next()
+    end)
+  end, 50)
+end
+
+local scenarios = {}
+
+--- The plugin README's setup: which server started, the first ghost text, Tab, and :Diffill log.
+function scenarios.readme()
+  open_and_attach(function(client)
+    result.cmd = client.config.cmd
+    type_at_line(function()
+      wait_for('ghost text', ghost_shown, timeout, function(ghost)
+        result.ghost = ghost
+        result.suggestion = last_suggestion
+        shot('ghost', function()
+          press('<Tab>', 300, function()
+            result.line_after_accept = current_line()
+            vim.cmd('stopinsert')
+            result.logs_opened = diffill.open_logs()
+            finish(nil)
+          end)
+        end)
+      end)
+    end)
+  end)
+end
+
+--- Typing in the middle of a line: the ghost text goes between the characters, then Tab.
+function scenarios.midline()
+  open_and_attach(function()
+    type_at_line(function()
+      wait_for('ghost text', ghost_shown, timeout, function(ghost)
+        result.ghost = ghost
+        result.suggestion = last_suggestion
+        shot('midline', function()
+          press('<Tab>', 300, function()
+            result.line_after_accept = current_line()
+            result.ghost_after_accept = ghost_shown() or vim.NIL
+            finish(nil)
+          end)
+        end)
+      end)
+    end)
+  end)
+end
+
+--- A keystroke the suggestion does not start with, then Tab before the next answer.
+function scenarios.diverge()
+  open_and_attach(function()
+    type_at_line(function()
+      wait_for('ghost text', ghost_shown, timeout, function(ghost)
+        result.ghost = ghost
+        result.suggestion = last_suggestion
+        shot('ghost', function()
+          type_char(job.diverge)
+          vim.defer_fn(function()
+            vim.cmd('redraw')
+            result.line_after_diverge = current_line()
+            result.ghost_after_diverge = ghost_shown() or vim.NIL
+            result.screen_after_diverge = screen_row(cursor_screen_row())
+            -- Within the plugin's debounce: no new answer has come.
+            press('<Tab>', 40, function()
+              result.line_after_tab = current_line()
+              result.ghost_after_tab = ghost_shown() or vim.NIL
+              shot('after_tab', function()
+                finish(nil)
+              end)
+            end)
+          end, 20)
+        end)
+      end)
+    end)
+  end)
+end
+
+--- The statusline as drawn, with nothing redrawn by the driver: when the model is ready, after a fill.
+function scenarios.statusline()
+  open_and_attach(function(client)
+    result.statuses = {}
+    api.nvim_create_autocmd('User', {
+      pattern = 'DiffillStatus',
+      callback = function(args)
+        table.insert(result.statuses, args.data and args.data.state)
+      end,
+    })
+    wait_for('ready status', function()
+      local s = diffill.status_by_client[client.id]
+      return s and s.state == 'ready'
+    end, timeout, function()
+      vim.defer_fn(function()
+        shot('ready', function()
+          type_at_line(function()
+            wait_for('ghost text', ghost_shown, timeout, function(ghost)
+              result.ghost = ghost
+              wait_for('a latency', function()
+                local s = diffill.status_by_client[client.id]
+                return s and type(s.latency_ms) == 'number'
+              end, timeout, function()
+                vim.defer_fn(function()
+                  shot('after_fill', function()
+                    finish(nil)
+                  end, false)
+                end, 500)
+              end)
+            end)
+          end)
+        end, false)
+      end, 500)
+    end)
+  end)
+end
+
+--- Insert mode entered before the client attaches, and no key typed.
+function scenarios.insert_before_attach()
+  vim.cmd.edit(vim.fn.fnameescape(job.file))
+  api.nvim_win_set_cursor(0, { job.line, 0 })
+  vim.cmd('startinsert!')
+  result.clients_at_insert = #diffill.clients(0)
+  wait_for('server attached', function()
+    return diffill.clients(0)[1]
+  end, 30000, function(client)
+    record_responses(client)
+    wait_for('ghost text', ghost_shown, timeout, function(ghost)
+      result.ghost = ghost
+      result.suggestion = last_suggestion
+      result.mode = api.nvim_get_mode().mode
+      shot('ghost', function()
+        finish(nil)
+      end)
+    end)
+  end)
+end
+
+--- A model path that does not exist: the messages, :Diffill status and :Diffill log.
+function scenarios.wrong_model()
+  open_and_attach(function(client)
+    wait_for('error status', function()
+      local s = diffill.status_by_client[client.id]
+      return s and s.state == 'error'
+    end, timeout, function()
+      -- Time for any second message (the server also sends window/showMessage).
+      vim.defer_fn(function()
+        result.messages = vim.fn.execute('messages')
+        result.mode = api.nvim_get_mode().mode
+        shot('error', function()
+          result.status_lines = diffill.status_lines()
+          shot('status', function()
+            vim.defer_fn(function()
+              result.logs_opened = diffill.open_logs()
+              local names = {}
+              for _, win in ipairs(api.nvim_tabpage_list_wins(0)) do
+                names[#names + 1] = api.nvim_buf_get_name(api.nvim_win_get_buf(win))
+              end
+              result.log_windows = names
+              result.log_cursor_line = current_line()
+              finish(nil)
+            end, 200)
+          end, false, true, function()
+            vim.cmd('Diffill status')
+          end)
+        end, false)
+      end, 2000)
+    end)
+  end)
+end
+
 -- After startup, when filetype detection is on (the init file runs before it).
-api.nvim_create_autocmd('VimEnter', { once = true, nested = true, callback = run })
+api.nvim_create_autocmd('VimEnter', { once = true, nested = true, callback = scenarios[job.scenario] or run })

@@ -107,8 +107,8 @@ main() {
     local have_syntax=1
     syntax || have_syntax=0
     local recipe=("$PY" -m diffill.model.train.recipe)
-    step corpus 150 "${recipe[@]}" corpus --work "$WORK" ${EVALDATA:+--evaldata "$EVALDATA"} "${CORPUS[@]}" || return 1
-    step pretokenize 90 "${recipe[@]}" pretokenize --work "$WORK" --workers "$WORKERS" || return 1
+    step corpus 150 "${recipe[@]}" corpus --work "$WORK" --workers "$WORKERS" ${EVALDATA:+--evaldata "$EVALDATA"} "${CORPUS[@]}" || return 1
+    step pretokenize 120 "${recipe[@]}" pretokenize --work "$WORK" --workers "$WORKERS" || return 1
     # the training budget: what is left once the steps after it have their share
     local budget; budget=$("$PY" -c "print(round(max(0.05, min($MINUTES, ($(left) - $AFTER_TRAIN - 30) / 60)), 2))")
     echo "training budget: $budget min"

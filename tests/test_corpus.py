@@ -81,3 +81,10 @@ def test_manifest_counts_files_and_tokens_per_package():
     assert [p["package"] for p in m["packages"]] == ["a", "b"]
     assert m["packages"][1] == {"package": "b", "version": "2", "license": "MIT", "files": ["x.py", "z.py"], "tokens": 4}
     assert m["total_files"] == 3 and m["total_tokens"] == 6
+
+
+def test_a_build_in_worker_processes_keeps_the_same_files_in_the_same_order(tmp_path):
+    one = corpus.build(tmp_path / "one", include_packages=False, max_files=120)
+    two = corpus.build(tmp_path / "two", include_packages=False, max_files=120, workers=2)
+    assert one == two and one["kept_files"] == 120
+    assert (tmp_path / "one" / "files.jsonl").read_text() == (tmp_path / "two" / "files.jsonl").read_text()

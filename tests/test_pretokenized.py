@@ -86,6 +86,9 @@ def test_files_lie_one_after_another_with_their_lines_blocks_and_nodes(corpus, t
         assert pt.tokens[lo:hi].tolist() == _enc(tok, text)
         assert int(pt.file_line[f + 1] - pt.file_line[f]) == text.count("\n") + 1
         assert pt.file_held[f] == is_held_out(text)
+        content = pt.line_content[pt.file_line[f]:pt.file_line[f + 1]].tolist()
+        expected = [len(line.strip()) >= 2 for line in text.split("\n")]
+        assert all(e for c, e in zip(content, expected) if c) and sum(content) >= 0.97 * sum(expected)
         for table in ("line_start", "line_indent", "line_end"):   # a file's cuts point into that file
             ids = getattr(pt, table)[pt.file_line[f]:pt.file_line[f + 1]]
             ids = ids[ids >= 0]

@@ -24,6 +24,7 @@ import sysconfig
 import warnings
 import zlib
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -138,19 +139,41 @@ def read_text(path: Path) -> str | None:
     return text.replace("\r\n", "\n").replace("\t", "    ") if "\x00" not in text else None
 
 
-def iter_sources(skipped: list, include_stdlib: bool = True, include_packages: bool = True):
+def _load(job) -> Source | None:
+    package, version, license, root, rel = job
+    text = read_text(root / rel)
+    return Source(package, version, license, rel.as_posix(), text) if text is not None and keep_text(text) else None
+
+
+def _load_and_sign(job):
+    """A worker's share of `build`: the file read and filtered, with its duplicate keys."""
+    src = _load(job)
+    if src is None:
+        return None
+    near = _WORKER.get("near") or _WORKER.setdefault("near", NearDuplicates())
+    return src, exact_key(src.text), near.signature(src.text)
+
+
+_WORKER: dict = {}
+
+
+def _jobs(skipped: list, include_stdlib: bool, include_packages: bool):
     streams = []
     if include_stdlib:
         streams.append(stdlib_sources())
     if include_packages:
         streams.append(distribution_sources(skipped))
     for stream in streams:
-        for package, version, license, root, rel in stream:
-            if not keep_path(rel):
-                continue
-            text = read_text(root / rel)
-            if text is not None and keep_text(text):
-                yield Source(package, version, license, rel.as_posix(), text)
+        for job in stream:
+            if keep_path(job[4]):
+                yield job
+
+
+def iter_sources(skipped: list, include_stdlib: bool = True, include_packages: bool = True):
+    for job in _jobs(skipped, include_stdlib, include_packages):
+        src = _load(job)
+        if src is not None:
+            yield src
 
 
 # ---------------------------------------------------------------- deduplication
@@ -180,8 +203,9 @@ class NearDuplicates:
         # (a * h + b) mod 2^32-ish universal hashing, min over shingles, per permutation
         return (((h[None, :] * self.a[:, None]) + self.b[:, None]) & np.uint64(0xFFFFFFFF)).min(axis=1)
 
-    def seen(self, text: str) -> bool:
-        sig = self.signature(text)
+    def seen(self, text: str, sig: np.ndarray | None = None) -> bool:
+        """sig: the text's signature when already computed (by a worker of `build`)."""
+        sig = self.signature(text) if sig is None else sig
         if sig is None:
             return False
         keys = [sig[i * self.rows:(i + 1) * self.rows].tobytes() for i in range(self.bands)]
@@ -197,14 +221,18 @@ class NearDuplicates:
 
 def deduplicate(sources, stats: dict):
     """Yield sources that are neither exact nor near duplicates of an earlier one."""
+    yield from _deduplicate(((src, exact_key(src.text), None) for src in sources), stats)
+
+
+def _deduplicate(keyed, stats: dict):
+    """deduplicate over (source, exact key, MinHash signature or None)."""
     exact, near = set(), NearDuplicates()
-    for src in sources:
-        key = exact_key(src.text)
+    for src, key, sig in keyed:
         if key in exact:
             stats["exact_duplicates"] += 1
             continue
         exact.add(key)
-        if near.seen(src.text):
+        if near.seen(src.text, sig):
             stats["near_duplicates"] += 1
             continue
         yield src
@@ -218,18 +246,29 @@ def is_held_out(text: str, holdout: int = HOLDOUT) -> bool:
 # ---------------------------------------------------------------- output
 
 def build(out: Path, include_stdlib: bool = True, include_packages: bool = True,
-          max_files: int | None = None) -> dict:
+          max_files: int | None = None, workers: int = 1) -> dict:
     """Collect, filter and deduplicate; write out/files.jsonl and out/collect_stats.json (the first
-    max_files kept files when given: a small corpus for rehearsals)."""
+    max_files kept files when given: a small corpus for rehearsals). With workers > 1 the files are
+    read, parsed and signed in that many processes; the result is the same (same order, same
+    duplicate decisions)."""
     out.mkdir(parents=True, exist_ok=True)
     stats = {"exact_duplicates": 0, "near_duplicates": 0, "kept_files": 0, "kept_bytes": 0, "skipped_distributions": []}
+    skipped = stats["skipped_distributions"]
+    pool = get_context("fork").Pool(workers) if workers > 1 else None
+    if pool is not None:
+        keyed = (k for k in pool.imap(_load_and_sign, _jobs(skipped, include_stdlib, include_packages), chunksize=8) if k)
+        sources = _deduplicate(keyed, stats)
+    else:
+        sources = deduplicate(iter_sources(skipped, include_stdlib, include_packages), stats)
     with open(out / "files.jsonl", "w") as f:
-        for src in deduplicate(iter_sources(stats["skipped_distributions"], include_stdlib, include_packages), stats):
+        for src in sources:
             f.write(json.dumps(src.__dict__) + "\n")
             stats["kept_files"] += 1
             stats["kept_bytes"] += len(src.text.encode())
             if max_files and stats["kept_files"] >= max_files:
                 break
+    if pool is not None:
+        pool.terminate()
     (out / "collect_stats.json").write_text(json.dumps(stats, indent=1) + "\n")
     return stats
 

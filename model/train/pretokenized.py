@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields
 from multiprocessing import get_context
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from diffill.model.train.corpus import is_held_out
@@ -89,28 +90,21 @@ class _FileCuts:
         enc = tok.encode(text, add_special_tokens=False)
         self.ids = enc.ids
         # the first token of each chunk (tokens never cross a chunk)
-        starts = {s: j for j, (s, _) in enumerate(self.chunk_span)}
-        self.chunk_first_tok = [0] * (len(chunks) + 1)
-        self.chunk_first_tok[-1] = len(self.ids)
-        seen = set()
-        for t, (s, _) in enumerate(enc.offsets):
-            j = starts.get(s)
-            if j is not None and j not in seen:
-                seen.add(j)
-                self.chunk_first_tok[j] = t
-        self.ok = len(seen) == len(chunks)          # offsets line up with chunks (else skip the file)
         self.chunk_starts = [s for s, _ in self.chunk_span]
+        tok_starts = np.array([s for s, _ in enc.offsets], dtype=np.int64)
+        first = np.searchsorted(tok_starts, np.array(self.chunk_starts, dtype=np.int64))
+        # offsets line up with chunks (else the file is skipped)
+        self.ok = bool(len(first) == 0 or (first < len(tok_starts)).all()
+                       and (tok_starts[first.clip(max=len(tok_starts) - 1)] == self.chunk_starts).all())
+        self.chunk_first_tok = first.tolist() + [len(self.ids)]
+        self.space = [text[s:e].isspace() for s, e in self.chunk_span]
         self.cuts: list[tuple] = []
         self.index: dict[int, int] = {}
-
-    def _space(self, j: int) -> bool:
-        s, e = self.chunk_span[j]
-        return self.text[s:e].isspace()
 
     def plain(self, j: int) -> bool:
         """A cut before chunk j leaves the tokens on both sides as they are: not so after a
         whitespace chunk, as whitespace chunks split by what follows them merge at the end of a text."""
-        return j == 0 or j >= len(self.chunk_span) or not self._space(j - 1)
+        return j == 0 or j >= len(self.chunk_span) or not self.space[j - 1]
 
     def _resync(self, c: int, j: int, ahead: int = 3) -> int:
         """The first chunk after chunk j (which holds c) where the text from c, pre-tokenised on its
@@ -145,7 +139,7 @@ class _FileCuts:
             # cut's chunk (a whitespace run at the end of a text is one chunk); the text after the
             # cut resumes with the file's tokens at the next chunk
             anchor = j if not boundary else j - 1
-            while anchor > 0 and self._space(anchor - 1):
+            while anchor > 0 and self.space[anchor - 1]:
                 anchor -= 1
             tail = self._encode(self.text[self.chunk_span[anchor][0]:c])
             resume = j if boundary else self._resync(c, j)
@@ -175,10 +169,6 @@ def _file_tables(text: str, tok, cache: dict, seed: int, syntax: bool = True) ->
         indent = len(line) - len(line.lstrip(" "))
         lines.append((fc.cut(pos), fc.cut(pos + indent), fc.cut(pos + len(line)), len(line.strip()) >= 2))
         pos += len(line) + 1
-    line_starts = [0]
-    for i, ch in enumerate(text):
-        if ch == "\n":
-            line_starts.append(i + 1)
     rng = random.Random(f"{seed}:{len(text)}:{text[:64]}")
     to_char = _char_offsets(text)
     blocks, nodes = [], []
@@ -194,8 +184,16 @@ def _file_tables(text: str, tok, cache: dict, seed: int, syntax: bool = True) ->
     blocks = [(fc.cut(s), fc.cut(l), fc.cut(e)) for s, l, e in blocks]
     nodes = [(fc.cut(s), fc.cut(e)) for s, e in nodes]
     chunk_toks = [fc.chunk_first_tok[j] for j in range(len(fc.chunk_span)) if fc.plain(j)]
-    return {"ids": fc.ids, "chunks": chunk_toks, "cuts": fc.cuts, "lines": lines,
-            "blocks": [b for b in blocks if min(b) >= 0], "nodes": [n for n in nodes if min(n) >= 0]}
+    fix = np.zeros((len(fc.cuts), 2, MAX_FIX), dtype=np.int32)
+    for i, (_, _, tail, head) in enumerate(fc.cuts):
+        fix[i, 0, :len(tail)] = tail
+        fix[i, 1, :len(head)] = head
+    arr = lambda xs, width, dt=np.int64: np.array(xs, dtype=dt).reshape(-1, width)   # noqa: E731
+    return {"ids": np.array(fc.ids, dtype=np.int32), "chunks": np.array(chunk_toks, dtype=np.int64),
+            "ab": arr([(a, b) for a, b, _, _ in fc.cuts], 2),
+            "fix_n": arr([(len(t), len(h)) for _, _, t, h in fc.cuts], 2), "fix": fix,
+            "lines": arr([l[:3] for l in lines], 3), "content": np.array([l[3] for l in lines], dtype=bool), "blocks": arr([b for b in blocks if min(b) >= 0], 3),
+            "nodes": arr([n for n in nodes if min(n) >= 0], 2)}
 
 
 _WORKER = {}
@@ -235,56 +233,41 @@ def build(corpus_jsonl: Path, tokenizer_file: Path, workers: int = 1, seed: int 
         tables = [_work(j) for j in jobs]
     packages = sorted({p for p, _ in rows})
     pkg_index = {p: i for i, p in enumerate(packages)}
-    out = {k: [] for k in ("tokens", "chunk", "a", "b", "tail", "tail_n", "head", "head_n", "ls", "li", "le",
-                           "lc", "bs", "bl", "be", "ns", "ne")}
-    file_tok, file_line, file_block, file_node = [0], [0], [0], [0]
-    chars, package, held = [], [], []
-    ntok = ncut = 0
-    for (pkg, text), t in zip(rows, tables):
-        if t is None:
-            continue
-        out["tokens"].extend(t["ids"])
-        out["chunk"].extend(ntok + c for c in t["chunks"])
-        for a, b, tail, head in t["cuts"]:
-            out["a"].append(ntok + a)
-            out["b"].append(ntok + b)
-            out["tail"].append(tail + [0] * (MAX_FIX - len(tail)))
-            out["tail_n"].append(len(tail))
-            out["head"].append(head + [0] * (MAX_FIX - len(head)))
-            out["head_n"].append(len(head))
-        for ls, li, le, content in t["lines"]:
-            out["ls"].append(ncut + ls if ls >= 0 else -1)
-            out["li"].append(ncut + li if li >= 0 else -1)
-            out["le"].append(ncut + le if le >= 0 else -1)
-            out["lc"].append(content and min(ls, li, le) >= 0)
-        for s, l, e in t["blocks"]:
-            out["bs"].append(ncut + s)
-            out["bl"].append(ncut + l)
-            out["be"].append(ncut + e)
-        for s, e in t["nodes"]:
-            out["ns"].append(ncut + s)
-            out["ne"].append(ncut + e)
-        ntok += len(t["ids"])
-        ncut += len(t["cuts"])
-        file_tok.append(ntok)
-        file_line.append(len(out["ls"]))
-        file_block.append(len(out["bs"]))
-        file_node.append(len(out["ns"]))
-        chars.append(len(text))
-        package.append(pkg_index[pkg])
-        held.append(is_held_out(text))
+    keep = [(pkg, text, t) for (pkg, text), t in zip(rows, tables) if t is not None]
+    n_tok = np.cumsum([0] + [len(t["ids"]) for _, _, t in keep])
+    n_cut = np.cumsum([0] + [len(t["ab"]) for _, _, t in keep])
+
+    def cat(key, shift=None, dtype=np.int64, width=()):
+        """One table for all files; token positions shifted by the file's first token, cut ids by its first cut
+        (a missing cut, -1, stays -1)."""
+        parts = []
+        for f, (_, _, t) in enumerate(keep):
+            x = t[key].astype(dtype, copy=False)
+            if shift is not None:
+                off = (n_tok if shift == "tok" else n_cut)[f]
+                x = np.where(x >= 0, x + off, x) if shift == "cut" else x + off
+            parts.append(x)
+        if not parts:
+            return torch.zeros((0, *width), dtype=torch.from_numpy(np.zeros(0, dtype)).dtype)
+        return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
+
+    ab, fix_n, fix = cat("ab", "tok", width=(2,)), cat("fix_n", width=(2,)), cat("fix", dtype=np.int32, width=(2, MAX_FIX))
+    lines, blocks, nodes = cat("lines", "cut", width=(3,)), cat("blocks", "cut", width=(3,)), cat("nodes", "cut", width=(2,))
+    content = cat("content", dtype=bool) & (lines >= 0).all(1)          # and every cut of the line usable
+    offsets = lambda key: torch.from_numpy(np.cumsum([0] + [len(t[key]) for _, _, t in keep]))   # noqa: E731
     if log and not syntax_available():
         log("tree-sitter's Python grammar is not installed: no block or node holes (they fall back to lines)")
     if log:
-        log(f"pre-tokenized {len(chars)} files: {ntok:,} tokens, {ncut:,} cuts, {len(out['ls']):,} lines, "
-            f"{len(out['bs']):,} blocks, {len(out['ns']):,} nodes")
-    L = lambda xs, dt=torch.int64: torch.tensor(xs, dtype=dt)
-    fix = lambda xs: torch.tensor(xs, dtype=torch.int32).reshape(-1, MAX_FIX)
+        log(f"pre-tokenized {len(keep)} files: {int(n_tok[-1]):,} tokens, {int(n_cut[-1]):,} cuts, {len(lines):,} lines, "
+            f"{len(blocks):,} blocks, {len(nodes):,} nodes")
+    col = lambda x, i: x[:, i].contiguous()   # noqa: E731
     return PreTokenized(
-        tokens=L(out["tokens"], torch.int32), file_tok=L(file_tok), file_chars=L(chars), file_package=L(package),
-        file_held=L(held, torch.bool), chunk_pos=L(out["chunk"]), cut_a=L(out["a"]), cut_b=L(out["b"]),
-        cut_tail=fix(out["tail"]), cut_tail_n=L(out["tail_n"]), cut_head=fix(out["head"]), cut_head_n=L(out["head_n"]),
-        line_start=L(out["ls"]), line_indent=L(out["li"]), line_end=L(out["le"]), line_content=L(out["lc"], torch.bool),
-        file_line=L(file_line), block_start=L(out["bs"]), block_line=L(out["bl"]), block_end=L(out["be"]),
-        file_block=L(file_block), node_start=L(out["ns"]), node_end=L(out["ne"]), file_node=L(file_node),
+        tokens=cat("ids", dtype=np.int32), file_tok=torch.from_numpy(n_tok), file_chars=torch.tensor([len(t) for _, t, _ in keep]),
+        file_package=torch.tensor([pkg_index[p] for p, _, _ in keep], dtype=torch.int64),
+        file_held=torch.tensor([is_held_out(t) for _, t, _ in keep], dtype=torch.bool), chunk_pos=cat("chunks", "tok"),
+        cut_a=col(ab, 0), cut_b=col(ab, 1), cut_tail=fix[:, 0].contiguous(), cut_tail_n=col(fix_n, 0),
+        cut_head=fix[:, 1].contiguous(), cut_head_n=col(fix_n, 1),
+        line_start=col(lines, 0), line_indent=col(lines, 1), line_end=col(lines, 2), line_content=content,
+        file_line=offsets("lines"), block_start=col(blocks, 0), block_line=col(blocks, 1), block_end=col(blocks, 2),
+        file_block=offsets("blocks"), node_start=col(nodes, 0), node_end=col(nodes, 1), file_node=offsets("nodes"),
         packages=packages)

@@ -44,7 +44,7 @@ def step_corpus(args) -> int:
 
     p = corpus_paths(args.work)
     t0 = time.time()
-    stats = corpus.build(p["dir"], include_packages=not args.stdlib_only, max_files=args.max_files)
+    stats = corpus.build(p["dir"], include_packages=not args.stdlib_only, max_files=args.max_files, workers=args.workers)
     log(f"corpus: {stats['kept_files']} files, {stats['kept_bytes'] / 1e6:.1f} MB "
         f"({stats['exact_duplicates']} exact and {stats['near_duplicates']} near duplicates dropped, "
         f"{len(stats['skipped_distributions'])} distributions refused by license) in {time.time() - t0:.0f} s")
@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-files", type=int, default=None, help="corpus: the first N kept files (rehearsals)")
     ap.add_argument("--stdlib-only", action="store_true", help="corpus: the standard library only (rehearsals)")
     ap.add_argument("--tokenizer", type=Path, default=EMBEDDED / "tokenizer.json")
-    ap.add_argument("--workers", type=int, default=1, help="pretokenize: processes")
+    ap.add_argument("--workers", type=int, default=1, help="corpus, pretokenize: processes")
     ap.add_argument("--size", choices=sorted(SIZES), default="gpu")
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None)

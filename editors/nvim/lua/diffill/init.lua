@@ -134,6 +134,12 @@ local function one_line(text)
   local line = text:gsub('%s*\n%s*', ' ')
   local room = math.max(30, (tonumber(vim.v.echospace) or 80) - 1)
   if vim.fn.strdisplaywidth(line) > room then
+    -- Long paths first: their last part says which file.
+    line = line:gsub('/[^%s\'":,]+', function(path)
+      return #path > 24 and ('.../' .. vim.fn.fnamemodify(path, ':t')) or path
+    end)
+  end
+  if vim.fn.strdisplaywidth(line) > room then
     local tail = '... (:Diffill status)'
     line = vim.fn.strcharpart(line, 0, room - #tail) .. tail
   end

@@ -478,3 +478,23 @@ vim.cmd('qa!')
     assert found["help_opened"] == "diffill.txt", found
     page = (NVIM_PLUGIN / "doc" / "diffill.txt").read_text()
     assert "cuda\"" not in page.split("4. Server settings")[0] and "device = \"cuda\"" not in page
+
+
+@pytest.mark.parametrize("package", list(NEOVIMS), ids=list(NEOVIMS.values()))
+def test_accept_word_dismiss_trigger_and_accept_line_keys(package, tmp_path):
+    """The default keys on " total / len(values)" after "    return": Alt-Right takes " total", Ctrl-]
+    hides the rest, Alt-\\ asks again (the server answers from its cache: the rest of the first
+    suggestion), and Alt-Ctrl-Right takes that line."""
+    nvim = nvim_binary(package)
+    source = tmp_path / "stats.py"
+    source.write_text(DOCUMENT)
+    result, _ = run_nvim_on_screen(
+        nvim, tmp_path, {"cmd": server_command(), "settings": server_settings(), "scenario": "keys",
+                         "file": str(source), "line": TYPED_LINE, "type": TYPED}, f"keys-{NEOVIMS[package]}")
+    assert result["ghost"] == " total / len(values)", result
+    assert [(k["key"], k["line"], k["ghost"]) for k in result["keys"]] == [
+        ("accept word", "    return total", " / len(values)"),
+        ("dismiss", "    return total", None),
+        ("trigger", "    return total", " / len(values)"),  # the server's cache: the first answer, typed through
+        ("accept line", "    return total / len(values)", None),
+    ], result["keys"]

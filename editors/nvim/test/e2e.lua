@@ -455,5 +455,38 @@ function scenarios.wrong_model()
   end)
 end
 
+--- The keys: accept a word, dismiss, ask again, accept a line.
+function scenarios.keys()
+  open_and_attach(function()
+    type_at_line(function()
+      wait_for('ghost text', ghost_shown, timeout, function(ghost)
+        result.ghost = ghost
+        local seen = {}
+        result.keys = seen
+        local function record(name)
+          seen[#seen + 1] = { key = name, line = current_line(), ghost = ghost_shown() or vim.NIL }
+        end
+        press('<M-Right>', 200, function()
+          record('accept word')
+          press('<C-]>', 200, function()
+            record('dismiss')
+            press('<M-\\>', 10, function()
+              wait_for('ghost text again', ghost_shown, timeout, function()
+                record('trigger')
+                press('<M-C-Right>', 200, function()
+                  record('accept line')
+                  shot('keys', function()
+                    finish(nil)
+                  end)
+                end)
+              end)
+            end)
+          end)
+        end)
+      end)
+    end)
+  end)
+end
+
 -- After startup, when filetype detection is on (the init file runs before it).
 api.nvim_create_autocmd('VimEnter', { once = true, nested = true, callback = scenarios[job.scenario] or run })

@@ -9,7 +9,7 @@ import pytest
 from lsprotocol import types
 from pygls.exceptions import JsonRpcException
 
-from server_harness import (COMPLETES, COMPLETES_AT, COMPLETION, capabilities, editor, fixed_answers,  # noqa: F401
+from server_harness import (COMPLETES, COMPLETES_AT, COMPLETION, capabilities, editor, fixed_answers, socket_dir,  # noqa: F401,E501
                             shared_worker, tiny_model)
 
 # "é" as e + combining accent, an emoji outside the BMP, CJK: each counts differently per encoding
@@ -171,3 +171,15 @@ async def test_the_model_load_is_reported_with_progress_and_status(tiny_model):
                 break
             await asyncio.sleep(0.05)
         assert s.statuses[-1]["state"] == "ready" and s.statuses[-1]["latency_ms"] > 0
+
+
+async def test_the_status_names_the_model_and_stats_give_the_shared_workers_log(fixed_answers, socket_dir):
+    shared = {"workerMode": "shared", "workerSocket": os.path.join(socket_dir, "w.sock"), "debounceMs": 0}
+    async with editor(shared, env=fixed_answers) as s:
+        ready = await s.wait_ready()
+        assert ready["model"].startswith("fixed answers from ") and "slow_reason" in ready
+        log = (await s.stats())["worker"]["log"]
+        assert log.endswith(".log") and os.path.isfile(log)  # the daemon writes there
+    async with editor({"workerMode": "private", "debounceMs": 0}, env=fixed_answers) as s:
+        await s.wait_ready()
+        assert (await s.stats())["worker"]["log"] is None  # a private worker's messages: the server's stderr

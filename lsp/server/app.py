@@ -115,11 +115,12 @@ class DiffillServer(LanguageServer):
         if latency is not None and self.completer.stats.last_fill_ms is None:
             self.completer.stats.last_fill_ms = float(latency)  # what the (shared) worker takes
         slow = status.get("slow_reason")  # the last fill was slow because the machine was busy
-        key = (state, message, latency, slow)
+        model = status.get("model")  # what the worker serves (a folder, a hub snapshot, or fixed answers)
+        key = (state, message, latency, slow, model)
         if key != self.last_status:
             self.last_status = key
             self.protocol.notify(STATUS, {"state": state, "message": message, "latency_ms": latency,
-                                          "slow_reason": slow})
+                                          "slow_reason": slow, "model": model})
         if state == "error" and message != self.shown_error:
             self.shown_error = message
             self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"diffill: {message}"))
@@ -136,7 +137,8 @@ class DiffillServer(LanguageServer):
         log.info("%s", reason)
         self.protocol.notify(STATUS, {"state": "ready", "message": reason,
                                       "latency_ms": self.last_status[2] if self.last_status else None,
-                                      "slow_reason": self.last_status[3] if self.last_status else None})
+                                      "slow_reason": self.last_status[3] if self.last_status else None,
+                                      "model": self.last_status[4] if self.last_status else None})
 
     def _on_worker_progress(self, percent: int, message: str) -> None:
         """Model load progress as `$/progress`: the token is created first, and begin/report are
@@ -292,5 +294,6 @@ def stats(ls: DiffillServer, params) -> dict:
             "recent_server_ms": s.recent_server_ms, "inflight": len(ls.completer.inflight),
             "cache_entries": len(ls.completer.cache), "documents": len(ls.documents),
             "lsp_futures": len(ls.protocol._request_futures),
-            "worker": {**ls.worker.stats, "status": ls.worker.status, "pending": len(ls.worker._pending)},
+            "worker": {**ls.worker.stats, "status": ls.worker.status, "pending": len(ls.worker._pending),
+                       "log": ls.worker.log_path},
             "remote": {**ls.remote.stats, "status": ls.remote.status} if ls.remote is not None else None}

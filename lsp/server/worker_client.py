@@ -270,9 +270,14 @@ class WorkerClient:
             sock.close()
             raise
 
+    @property
+    def log_path(self) -> str | None:
+        """The shared worker's log (None for a private worker: its messages go to this server's stderr)."""
+        return sockets.log_path(self.socket_path) if self.settings.worker_mode == "shared" else None
+
     def _log_hint(self) -> str:
-        if self.settings.worker_mode == "shared":
-            return f"Its log is {sockets.log_path(self.socket_path)}."
+        if self.log_path:
+            return f"Its log is {self.log_path}."
         return "Its messages are in this server's log (stderr)."
 
     # ---- the connection --------------------------------------------------------------------

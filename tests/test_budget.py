@@ -49,10 +49,11 @@ def test_the_planned_total_fills_the_rest_of_the_budget_at_the_measured_rate():
 
 
 def test_a_budgeted_run_sets_its_total_after_the_warm_up_and_ends_near_the_budget(batches):
-    _, record, lines = _run(batches)
-    assert record["planned_at_step"] == 8 and record["measured_steps_per_s"] > 0
+    _run(batches, steps=12, minutes=5)      # the first steps of a process build its kernels: not what is timed here
+    _, record, lines = _run(batches, minutes=0.1)
+    assert record["planned_at_step"] == 8 and record["measured_steps_per_s"] > 0, (record, lines)
     assert record["step"] == record["steps"] or record["stopped_by_budget"]
-    assert record["steps"] > 8 and record["train_s"] < 0.04 * 60 + 2
+    assert record["steps"] > 8 and record["train_s"] < 0.1 * 60 * 1.5      # a step or two past it at most
     assert record["tokens"] > record["canvas_tokens"] > 0
     assert any("warm-up:" in line for line in lines) and any("step 4/?" in line for line in lines)
 

@@ -113,3 +113,18 @@ def test_mask_noise_is_drawn_where_the_batch_lives_and_masks_canvas_positions_on
     assert noisy.device == batch.canvas.device and masked.any(1).all()
     assert (noisy[masked] == fim.mask).all() and torch.equal(noisy[~masked], batch.canvas[~masked])
     assert abs(float(masked.float().mean()) - float(t.mean())) < 0.05
+
+
+def test_without_syntax_cuts_block_and_node_holes_fall_back_and_every_row_is_still_a_hole(setup, tmp_path):
+    _, fim, tok, texts = setup
+    path = tmp_path / "clean.jsonl"
+    path.write_text("".join(json.dumps({"package": "p", "path": str(i), "text": t}) + "\n" for i, t in enumerate(texts)))
+    pt = PT.build(path, TOKENIZER, syntax=False)                 # as on a machine without tree-sitter
+    assert len(pt.block_start) == 0 and len(pt.node_start) == 0
+    db = DeviceBatches(pt, fim, seed=0, canvas_lengths=CANVAS)
+    kinds = torch.cat([db.holes(step, 64)[1] for step in range(4)])
+    assert not ((kinds == KIND_NAMES.index("block")) | (kinds == KIND_NAMES.index("node"))).any()
+    assert (kinds == KIND_NAMES.index("lines")).float().mean() > KINDS["lines"] + 0.2   # the fallback takes them
+    for (p, _, middle), f in zip(_rows(db.batch(0, 32), fim), db.holes(0, 32)[0].tolist()):
+        cut = p.index(fim.fim_suffix)
+        assert texts[f].find(tok.decode(p[1:cut]) + tok.decode(middle) + tok.decode(p[cut + 1:-1])) >= 0

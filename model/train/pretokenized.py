@@ -199,11 +199,11 @@ def _file_tables(text: str, tok, cache: dict, seed: int, syntax: bool = True) ->
 _WORKER = {}
 
 
-def _init(tokenizer_file: str):
+def _init(tokenizer_file: str, syntax: bool):
     from tokenizers import Tokenizer
     _WORKER["tok"] = Tokenizer.from_file(tokenizer_file)
     _WORKER["cache"] = {}
-    _WORKER["syntax"] = syntax_available()
+    _WORKER["syntax"] = syntax
 
 
 def _work(args):
@@ -214,9 +214,11 @@ def _work(args):
 # ---------------------------------------------------------------- the corpus
 
 def build(corpus_jsonl: Path, tokenizer_file: Path, workers: int = 1, seed: int = 0,
-          max_files: int | None = None, log=None) -> PreTokenized:
+          max_files: int | None = None, log=None, syntax: bool | None = None) -> PreTokenized:
     """Tokenise every file of a corpus jsonl with its cut tables; files are kept in corpus order,
-    so the result does not depend on `workers`."""
+    so the result does not depend on `workers`. syntax: block and node cuts from tree-sitter
+    (None: when it is installed)."""
+    syntax = syntax_available() if syntax is None else syntax
     rows = []
     with open(corpus_jsonl) as f:
         for line in f:
@@ -226,10 +228,10 @@ def build(corpus_jsonl: Path, tokenizer_file: Path, workers: int = 1, seed: int 
                 break
     jobs = [(text, seed) for _, text in rows]
     if workers > 1:
-        with get_context("fork").Pool(workers, _init, (str(tokenizer_file),)) as pool:
+        with get_context("fork").Pool(workers, _init, (str(tokenizer_file), syntax)) as pool:
             tables = pool.map(_work, jobs, chunksize=16)
     else:
-        _init(str(tokenizer_file))
+        _init(str(tokenizer_file), syntax)
         tables = [_work(j) for j in jobs]
     packages = sorted({p for p, _ in rows})
     pkg_index = {p: i for i, p in enumerate(packages)}
@@ -255,7 +257,7 @@ def build(corpus_jsonl: Path, tokenizer_file: Path, workers: int = 1, seed: int 
     lines, blocks, nodes = cat("lines", "cut", width=(3,)), cat("blocks", "cut", width=(3,)), cat("nodes", "cut", width=(2,))
     content = cat("content", dtype=bool) & (lines >= 0).all(1)          # and every cut of the line usable
     offsets = lambda key: torch.from_numpy(np.cumsum([0] + [len(t[key]) for _, _, t in keep]))   # noqa: E731
-    if log and not syntax_available():
+    if log and not syntax:
         log("tree-sitter's Python grammar is not installed: no block or node holes (they fall back to lines)")
     if log:
         log(f"pre-tokenized {len(keep)} files: {int(n_tok[-1]):,} tokens, {int(n_cut[-1]):,} cuts, {len(lines):,} lines, "

@@ -42,10 +42,10 @@ if [ $REHEARSE = 1 ]; then
            --prefix-tokens 64 --suffix-tokens 32 --canvas-lengths 16,32,64 --eval-batches 1)
     EVAL=(--limit 2 --multi-limit 2 --block-fills 2 --time-limit 10 --threads 2)
 else
-    DEADLINE=530; AFTER_TRAIN=100; MINUTES=6; WORKERS=$(( $(nproc) < 16 ? $(nproc) : 16 ))
+    DEADLINE=530; AFTER_TRAIN=70; MINUTES=6; WORKERS=$(( $(nproc) < 16 ? $(nproc) : 16 ))
     CORPUS=()
     TRAIN=(--size gpu --device cuda --batch-size 256)
-    EVAL=(--limit 20 --multi-limit 20 --block-fills 10 --time-limit 15 --threads 8)
+    EVAL=(--limit 20 --multi-limit 20 --block-fills 10 --time-limit 10 --threads 8)
 fi
 
 # $DIFFILL_EVALDATA, when set, is the only place looked at
@@ -110,7 +110,8 @@ main() {
     step corpus 150 "${recipe[@]}" corpus --work "$WORK" --workers "$WORKERS" ${EVALDATA:+--evaldata "$EVALDATA"} "${CORPUS[@]}" || return 1
     step pretokenize 120 "${recipe[@]}" pretokenize --work "$WORK" --workers "$WORKERS" || return 1
     # the training budget: what is left once the steps after it have their share
-    local budget; budget=$("$PY" -c "print(round(max(0.05, min($MINUTES, ($(left) - $AFTER_TRAIN - 30) / 60)), 2))")
+    # (and 25 s for the step's start, the held-out loss and the export)
+    local budget; budget=$("$PY" -c "print(round(max(0.05, min($MINUTES, ($(left) - $AFTER_TRAIN - 25) / 60)), 2))")
     echo "training budget: $budget min"
     # the MoE reference in training: the Triton kernels have no backward, and the no-gradient passes
     # (self-conditioning, the held-out loss) would otherwise be their first use, which this script does not test

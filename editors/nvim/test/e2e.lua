@@ -122,12 +122,23 @@ end
 --- against strtrans() of this. (The typed text is ASCII, so LSP characters are bytes here.)
 local last_suggestion = nil
 
+--- The inline completion requests sent and answered: the last one's number and changedtick, and
+--- the number and item count of the last answer.
+local requests = { sent = 0, answered = 0 }
+
 local function record_responses(client)
   local request = client.request
   client.request = function(self, method, params, handler, ...)
     if method == 'textDocument/inlineCompletion' and handler then
       local inner = handler
+      requests.sent = requests.sent + 1
+      local number, tick = requests.sent, api.nvim_buf_get_changedtick(0)
+      requests.tick = tick
       handler = function(err, res, ctx, ...)
+        if number == requests.sent then
+          requests.answered = number
+          requests.items = res and #(res.items or res) or 0
+        end
         local first = res and (res.items or res)[1]
         if first and type(first.insertText) == 'string' then
           local start = first.range and first.range.start.character or cursor_col()
@@ -451,6 +462,49 @@ function scenarios.wrong_model()
           end)
         end, false)
       end, 2000)
+    end)
+  end)
+end
+
+--- The model's own answer (no fixed answers): once the last request since the typing is answered
+--- and the status has the fill's latency, what is shown: ghost text, or the statusline saying none.
+function scenarios.answer()
+  result.statuses = {}
+  api.nvim_create_autocmd('User', {
+    pattern = 'DiffillStatus',
+    callback = function(args)
+      local data = args.data or {}
+      table.insert(result.statuses, { state = data.state, message = data.message or vim.NIL,
+                                      model = data.model or vim.NIL })
+    end,
+  })
+  open_and_attach(function(client)
+    type_at_line(function()
+      local tick = api.nvim_buf_get_changedtick(0)
+      wait_for('the answer after the typing', function()
+        local s = diffill.status_by_client[client.id]
+        return requests.tick == tick and requests.answered == requests.sent and requests.sent > 0
+          and s and s.state == 'ready' and type(s.latency_ms) == 'number'
+      end, timeout, function()
+        -- The statusline redraw after the answer, then the same check again: nothing changed since.
+        vim.defer_fn(function()
+          result.items = requests.items
+          result.requests = requests.sent
+          result.changed_since = api.nvim_buf_get_changedtick(0) ~= tick or requests.answered ~= requests.sent
+          result.ghost = ghost_shown() or vim.NIL
+          result.suggestion = last_suggestion or vim.NIL
+          result.model = (diffill.status_by_client[client.id] or {}).model or vim.NIL
+          result.status_lines = diffill.status_lines()
+          for _, mark in ipairs(api.nvim_buf_get_extmarks(0, -1, 0, -1, { details = true })) do
+            if mark[4].virt_text then
+              result.virt_text_pos = mark[4].virt_text_pos
+            end
+          end
+          shot('answer', function()
+            finish(nil)
+          end)
+        end, 1000)
+      end)
     end)
   end)
 end

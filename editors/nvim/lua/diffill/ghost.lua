@@ -144,6 +144,11 @@ local function show(bufnr)
   })
 end
 
+--- Tells the statusline whether the answer to the current request showed anything.
+local function answered(state, shown)
+  require('diffill').record_answer(state.client_id, shown)
+end
+
 local function on_result(bufnr, tick, err, result)
   local state = buffers[bufnr]
   if not state or err or not api.nvim_buf_is_valid(bufnr) then
@@ -158,11 +163,13 @@ local function on_result(bufnr, tick, err, result)
   local first = items[1]
   if not first then
     drop_item(bufnr)
+    answered(state, false)
     return
   end
   local text = type(first.insertText) == 'table' and first.insertText.value or first.insertText
   if type(text) ~= 'string' or text == '' then
     drop_item(bufnr)
+    answered(state, false)
     return
   end
   local client = vim.lsp.get_client_by_id(state.client_id)
@@ -186,6 +193,7 @@ local function on_result(bufnr, tick, err, result)
     end_mark = api.nvim_buf_set_extmark(bufnr, anchors_ns, erow, ecol, { right_gravity = true }),
   }
   show(bufnr)
+  answered(state, state.item ~= nil)
 end
 
 local function send(bufnr, kind)

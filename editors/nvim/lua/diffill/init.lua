@@ -40,6 +40,22 @@ M.options = vim.deepcopy(M.defaults)
 --- Last `diffill/status` per client id: { state, message, latency_ms, slow_reason? }.
 M.status_by_client = {}
 
+--- Whether the last answered textDocument/inlineCompletion request showed ghost text, per client
+--- id: false when the server answered with no items (its gates refused the model's fill, or there
+--- was nothing to fill). Answers to requests the typing has overtaken do not count.
+M.shown_by_client = {}
+
+--- Records an answer (see shown_by_client); when that changes what status() says, fires
+--- DiffillStatus (with the client's last status) and redraws the statuslines.
+function M.record_answer(client_id, shown)
+  if M.shown_by_client[client_id] ~= shown then
+    M.shown_by_client[client_id] = shown
+    vim.api.nvim_exec_autocmds('User', { pattern = 'DiffillStatus', modeline = false,
+                                         data = M.status_by_client[client_id] or {} })
+    pcall(vim.cmd, 'redrawstatus!')
+  end
+end
+
 --- Worker log files named by the server's messages ("Its log is PATH.").
 M.worker_logs_seen = {}
 
@@ -208,7 +224,8 @@ local function model_name(opts)
   return type(settings.model) == 'string' and settings.model or 'the embedded model (settings.model not set)'
 end
 
---- A short text for the statusline: "diffill ready 120 ms", "diffill loading", "diffill not found", ...
+--- A short text for the statusline: "diffill ready 120 ms", "diffill ready 700 ms (no completion
+--- shown)", "diffill loading", "diffill not found", ...
 function M.status(bufnr)
   local client = M.clients(bufnr)[1]
   if not client then
@@ -224,6 +241,9 @@ function M.status(bufnr)
   local text = 'diffill ' .. tostring(s.state)
   if (s.state == 'ready' or s.state == 'busy') and type(s.latency_ms) == 'number' then
     text = text .. (' %d ms'):format(math.floor(s.latency_ms + 0.5))
+  end
+  if s.state == 'ready' and M.shown_by_client[client.id] == false then
+    text = text .. ' (no completion shown)'
   end
   if type(s.slow_reason) == 'string' and s.slow_reason ~= '' then
     text = text .. ', slow: ' .. s.slow_reason
@@ -252,6 +272,10 @@ function M.status_lines(bufnr)
   end
   if type(s.slow_reason) == 'string' and s.slow_reason ~= '' then
     lines[#lines + 1] = 'slow: ' .. s.slow_reason
+  end
+  if M.shown_by_client[client.id] == false then
+    lines[#lines + 1] = 'last request: no completion shown (the server\'s gates refused the model\'s fill, '
+      .. 'or there was nothing to fill)'
   end
   lines[#lines + 1] = 'model: ' .. model_name()
   local cmd = client.config and client.config.cmd

@@ -23,3 +23,12 @@ def fim_checkpoint(tmp_path_factory):
     from diffill.model import build_random_checkpoint
     return build_random_checkpoint(tmp_path_factory.mktemp("fim"), seed=2, canvas_length=16, fim=True,
                                    noise="mask", prompt_format="fim")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny shapes: one thread is fastest, and it does not spin against other load on the machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

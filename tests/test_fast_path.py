@@ -17,12 +17,7 @@ HOLES = [("def add(a, b):\n    return ", "\n\nprint(add(1, 2))\n"),
          ("class A:\n    def f(self):\n        return self.", "\n")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(prompt_format):

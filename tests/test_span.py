@@ -241,3 +241,22 @@ def test_spans_are_the_same_whether_the_shared_tree_was_reused_or_not():
     syntax._TREES.clear()
     fresh = [span_of(lang, doc) for lang, doc in documents]
     assert first == again == fresh
+
+
+@pytest.mark.parametrize("language,opener,closer", [("python", '    """', '    """'), ("javascript", "  /*", "  */")])
+def test_brackets_open_at_the_cursor_are_counted_when_the_window_starts_inside_a_long_string(
+        language, opener, closer):
+    """The bracket count reads the last 20,000 characters of the prefix; when that point falls inside
+    a docstring or comment, reading from there flipped the quotes and missed the bracket the
+    completion must close (`found.extend(_flatten_group(exc))` lost its last `)`)."""
+    from diffill.lsp.code.span import BRACKET_WINDOW, decide_span
+    filler = "\n".join("    it says (or [ things" for _ in range(BRACKET_WINDOW // 20))
+    if language == "python":
+        prefix = f"def f(found, exc):\n{opener}\n{filler}\n{closer}\n    found.extend(_flatte"
+        suffix = "\n    return found\n"
+    else:
+        prefix = f"function f(found, exc) {{\n{opener}\n{filler}\n{closer}\n  found.push(flatte"
+        suffix = "\n  return found;\n}\n"
+    assert len(prefix) > BRACKET_WINDOW + 1000
+    span = decide_span(language, prefix, suffix)
+    assert span.kind == "line" and span.close_depth == 1

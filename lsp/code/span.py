@@ -241,6 +241,32 @@ def _indentation_is_structural(cursor: Cursor, header_indent: int) -> bool:
     return here is not None and here > header_indent
 
 
+BRACKET_WINDOW = 20000  # characters of prefix (and suffix) read for the brackets open at the cursor
+
+
+def _bracket_window_start(cursor: Cursor, tree) -> int:
+    """Where to start reading the prefix for the brackets open at the cursor: BRACKET_WINDOW characters
+    back, moved out of a string or comment that surrounds that point (read from its middle, a
+    docstring's closing quotes open a string, and every bracket after them counts the wrong way);
+    without a tree, at the next line start."""
+    n = len(cursor.prefix)
+    if n <= BRACKET_WINDOW:
+        return 0
+    start = n - BRACKET_WINDOW
+    if tree is None:
+        nl = cursor.prefix.find("\n", start)
+        return start if nl < 0 else nl + 1
+    data = cursor.prefix.encode("utf-8")
+    at = len(cursor.prefix[:start].encode("utf-8"))
+    end = None  # the end of the outermost string or comment around `at`
+    for anc in syntax.ancestors(syntax.node_at(tree, at)):
+        if (anc.type in _STRING_TYPES or anc.type in _COMMENT_TYPES) and anc.start_byte < at < anc.end_byte:
+            end = anc.end_byte
+    if end is None:
+        return start
+    return min(n, len(data[:end].decode("utf-8", errors="ignore")))
+
+
 def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments: bool = False) -> Span:
     """Decide what the completion at the cursor between `prefix` and `suffix` should cover.
 
@@ -260,8 +286,8 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
         if inside:
             return NONE
 
-    stack = brackets.open_stack(cursor.prefix[-20000:], cursor.language)
-    close_depth = len(stack) - brackets.closed_by(cursor.suffix[:20000], stack, cursor.language)
+    stack = brackets.open_stack(cursor.prefix[_bracket_window_start(cursor, tree):], cursor.language)
+    close_depth = len(stack) - brackets.closed_by(cursor.suffix[:BRACKET_WINDOW], stack, cursor.language)
     line_prefix, rest = cursor.line_prefix, cursor.rest_of_line
 
     if line_prefix.strip():
@@ -274,6 +300,8 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
     else:
         prev = cursor.previous_code_line()
         header = prev if prev is not None and opens_block(prev, cursor.language) else None
+        if header is not None:
+            header = _header_start(cursor, header)
         if header is None and cursor.language == "python" and prev is not None:
             header = _docstring_owner(cursor)  # an empty line after a def's docstring: its body
 
@@ -293,6 +321,27 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
         stop = definition_indent
     return Span("statements", CANVAS["statements"], MAX_LINES["statements"], stop_indent=stop,
                 close_depth=close_depth)
+
+
+def _header_start(cursor: Cursor, header: str) -> str:
+    """The line a block header starts on: a header line that begins by closing brackets (the
+    `) -> int:` that ends a multi-line `def f(`) starts where they were opened."""
+    stripped = header.lstrip()
+    closers = len(brackets.leading_closers(stripped))
+    if not closers:
+        return header
+    base = cursor.prefix[: cursor.prefix.rfind("\n") + 1]  # up to the cursor's line
+    at = base.rfind(header)
+    if at < 0:
+        return header
+    begin = base.rfind("\n", 0, max(0, at - 8000)) + 1
+    window = base[begin: at + len(header) - len(stripped)]  # up to the header line's first closer
+    stack = brackets.open_stack(window, cursor.language)
+    if len(stack) < closers:
+        return header
+    opened = stack[-closers][1]
+    line_end = window.find("\n", opened)
+    return window[window.rfind("\n", 0, opened) + 1: line_end if line_end >= 0 else len(window)]
 
 
 def _outer_function_indent(cursor: Cursor, header: str, header_indent: int) -> int:

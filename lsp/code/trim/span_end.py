@@ -2,7 +2,9 @@
 
 The completion ends at the end of a single-line span, at a line indented to or below
 `stop_indent`, at a closing bracket beyond what it may close (or, when it may close some, at the
-end of the line that closes the block), and after `max_lines` lines. The indentation and line
+end of the line that closes the block), and after `max_lines` lines. A run of statements also
+ends before a definition that the completion starts, after a blank line, at the cursor's level
+(`import lark`, a blank line, `def helper(...)`: the import is the completion). The indentation and line
 limits do not apply once `suffix_echo` confirmed an echo: that marks the end.
 
 A single-line span whose completion opens a block on its first line (a `{` the completion opened
@@ -72,7 +74,8 @@ def apply(ctx: Context, text: str) -> str:
         # inside brackets the completion opened, only a line indented less than the line that
         # opened them (and not closing them) can be the start of something else
         outside = depth <= 0 or (line.lstrip()[:1] not in CLOSERS and opened_at and columns(line) < opened_at[-1])
-        if starts_code and outside and not ctx.echo_confirmed and _ends_span_by_indent(ctx, span, line):
+        if starts_code and outside and not ctx.echo_confirmed and (
+                _ends_span_by_indent(ctx, span, line) or _starts_another_definition(ctx, span, text, line_start, line)):
             return text[:end + 1]  # keep the line break: tidy_end decides about it
 
 
@@ -114,6 +117,29 @@ def _opening_a_block(ctx: Context, text: str) -> Span | None:
         return None
     return dataclasses.replace(span, kind="block", single_line=False, stop_indent=columns(head),
                                max_lines=MAX_LINES["block"])
+
+
+_DEFINITION = {
+    "python": re.compile(r"(async\s+def|def|class)\b|@"),
+    "javascript": re.compile(r"(export\s+)?(default\s+)?(async\s+)?(function|class)\b"),
+    "typescript": re.compile(r"(export\s+)?(default\s+)?(async\s+)?(function|class|interface)\b"),
+    "go": re.compile(r"func\b"),
+    "rust": re.compile(r"(pub(\([^)]*\))?\s+)?(async\s+)?(fn|struct|enum|impl|trait)\b"),
+}
+
+
+def _starts_another_definition(ctx: Context, span: Span, text: str, line_start: int, line: str) -> bool:
+    """A run of statements ends where, after a blank line, the completion starts a definition at the
+    cursor's level or outside it: the statements are done, and the next definition is not theirs
+    to write (a completion that begins with a definition keeps it: that is its first line)."""
+    rule = _DEFINITION.get(ctx.cursor.language)
+    if span.kind != "statements" or rule is None or not rule.match(line.lstrip()):
+        return False
+    before = text[:line_start]
+    gap = before[len(before.rstrip(" \t\r\n")):]
+    if not before.strip() or gap.count("\n") < 2:
+        return False  # nothing before it, or no blank line between the last statement and it
+    return columns(line) <= columns(ctx.cursor.line_prefix)  # the cursor line's indentation
 
 
 def _ends_span_by_indent(ctx: Context, span: Span, line: str) -> bool:

@@ -4,7 +4,9 @@ The completion ends at the end of a single-line span, at a line indented to or b
 `stop_indent`, at a closing bracket beyond what it may close (or, when it may close some, at the
 end of the line that closes the block), and after `max_lines` lines. A run of statements also
 ends before a definition that the completion starts, after a blank line, at the cursor's level
-(`import lark`, a blank line, `def helper(...)`: the import is the completion). The indentation and line
+(`import lark`, a blank line, `def helper(...)`: the import is the completion). Between braces on one
+line (`{|}`), a completion whose first line is code is a body written inline: that line, unless
+the lines after it go on at the braces' indentation or deeper. The indentation and line
 limits do not apply once `suffix_echo` confirmed an echo: that marks the end.
 
 A single-line span whose completion opens a block on its first line (a `{` the completion opened
@@ -32,6 +34,8 @@ _DIRECTIVE = re.compile(r"#\s*(if|ifdef|ifndef|else|elif|endif|pragma|define|und
 
 
 def apply(ctx: Context, text: str) -> str:
+    if _inline_body(ctx, text):
+        return text[:text.find("\n")]
     span, language = _opening_a_block(ctx, text) or ctx.span, ctx.cursor.language
     lexed = lex(text, language)
     mask, brackets = lexed.mask, lexed.brackets
@@ -77,6 +81,22 @@ def apply(ctx: Context, text: str) -> str:
         if starts_code and outside and not ctx.echo_confirmed and (
                 _ends_span_by_indent(ctx, span, line) or _starts_another_definition(ctx, span, text, line_start, line)):
             return text[:end + 1]  # keep the line break: tidy_end decides about it
+
+
+def _inline_body(ctx: Context, text: str) -> bool:
+    """Between braces on one line (`if (s >= m) {|}`), a completion whose first line is code writes
+    the body inline, before the `}` already there: it ends with that line. (One that starts with a
+    line break writes the body on lines of its own, as a block.)"""
+    cursor = ctx.cursor
+    if cursor.language == "python" or "\n" not in text:
+        return False
+    if not (cursor.line_prefix.rstrip().endswith("{") and cursor.rest_of_line.lstrip().startswith("}")
+            and text[:text.find("\n")].strip()):
+        return False
+    # a body begun inline may go on below, indented at least as the braces' line (`{ a = 1;` then
+    # `    b = 2;}`); a next line to the left of it is something else
+    below = next((line for line in text[text.find("\n") + 1:].split("\n") if line.strip()), None)
+    return below is not None and columns(below) < columns(cursor.line_prefix)
 
 
 def _starts_comment(stripped: str, language: str) -> bool:

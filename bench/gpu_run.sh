@@ -39,7 +39,7 @@ step() {  # step NAME SECONDS COMMAND...: run bounded, log output and time, neve
     local name="$1" limit="$2"; shift 2
     local t0=$(date +%s)
     echo "== $name (limit ${limit}s): $*" >> "$log"
-    timeout --kill-after=10 "$limit" "$@" >> "$log" 2>&1
+    timeout --kill-after=2 "$limit" "$@" >> "$log" 2>&1
     local rc=$?
     local dt=$(( $(date +%s) - t0 ))
     echo "== $name: exit $rc after ${dt}s" >> "$log"
@@ -63,7 +63,7 @@ PYEOF
 if [ "$rehearse" = 1 ]; then
     step install 180 "$PY" -m pip wheel --no-deps --no-build-isolation --no-index -q -w "$work/wheel" .
 else
-    step install 120 "$PY" -m pip install --no-deps --no-build-isolation --no-index -q -e .
+    step install 45 "$PY" -m pip install --no-deps --no-build-isolation --no-index -q -e .
 fi
 if ! "$PY" -c "import diffill.lsp.cli, diffill.model, diffill.kernels" 2>>"$log"; then
     # an old setuptools without editable installs: the three folders under one import name by hand
@@ -73,7 +73,7 @@ if ! "$PY" -c "import diffill.lsp.cli, diffill.model, diffill.kernels" 2>>"$log"
     echo "gpu_run: diffill imported from a folder of links ($work/shim)" >> "$log"
 fi
 if ! "$PY" -c "import pytest" 2>/dev/null && [ -n "${DIFFILL_WHEELS:-}" ]; then
-    step install-pytest 60 "$PY" -m pip install --no-index --find-links "$DIFFILL_WHEELS" -q pytest
+    step install-pytest 30 "$PY" -m pip install --no-index --find-links "$DIFFILL_WHEELS" -q pytest
 fi
 
 gpu_tests="tests/test_engine_gpu.py tests/test_kernels_gpu.py tests/test_memory_estimate.py"
@@ -88,13 +88,14 @@ if [ "$rehearse" = 1 ]; then
     step engine-gpu 240 "$PY" bench/engine_gpu.py --shrink --prompts 16 --context 24 --canvas 8 --steps 16 \
         --peak-tbs 0.05 --out "$work/results"
 else
-    step gpu-tests 90 "$PY" -m pytest -q -m gpu -p no:cacheprovider -x $gpu_tests
-    step gpu-fill 200 "$PY" bench/gpu_fill.py --preset real --fills 30 --steps 16 --run-timeout 50 \
+    # the limits (and their 2 s kill grace) add up to under 8 minutes with the install steps
+    step gpu-tests 75 "$PY" -m pytest -q -m gpu -p no:cacheprovider -x $gpu_tests
+    step gpu-fill 170 "$PY" bench/gpu_fill.py --preset real --fills 30 --steps 16 --run-timeout 40 \
         --out "$work/results"
-    step moe 45 "$PY" bench/moe.py --out "$work/results"
-    step tune 60 env DIFFILL_MOE_CONFIG_DIR="$work/configs" "$PY" -m diffill.kernels.tune --space quick \
+    step moe 40 "$PY" bench/moe.py --out "$work/results"
+    step tune 40 env DIFFILL_MOE_CONFIG_DIR="$work/configs" "$PY" -m diffill.kernels.tune --space quick \
         --batch-sizes 16 256 1024 --out "$work/configs"
-    step engine-gpu 75 "$PY" bench/engine_gpu.py --repeats 5 --steps 16 --prompts 1024,4096 \
+    step engine-gpu 60 "$PY" bench/engine_gpu.py --repeats 5 --steps 16 --prompts 1024,4096 \
         --out "$work/results"
 fi
 

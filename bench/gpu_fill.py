@@ -19,9 +19,6 @@ quality. Writes gpu_fill.json and gpu_fill.md through bench/record.py; each run 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import struct
 import subprocess
 import sys
 import threading
@@ -30,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from record import percentile, write_results  # noqa: E402
+
+from diffill.lsp.wire import messages  # noqa: E402
 
 PREFIX = "import math\n\n\ndef area(radius):\n    \"\"\"The area of a circle.\"\"\"\n"
 SUFFIX = "\n\nprint(area(2.0))\n"
@@ -50,14 +49,9 @@ class Worker:
         self.ids = iter(range(1, 1 << 30))
 
     def _read(self):
-        out = self.proc.stdout
-        while True:
-            head = out.read(4)
-            if len(head) < 4:
-                break
-            body = out.read(struct.unpack(">I", head)[0])
+        while (message := messages.read_message_blocking(self.proc.stdout)) is not None:
             with self.cond:
-                self.messages.append(json.loads(body))
+                self.messages.append(message)
                 self.cond.notify_all()
         with self.cond:
             self.messages.append({"op": "eof"})
@@ -68,8 +62,7 @@ class Worker:
             self.stderr.append(line.decode("utf-8", "replace").rstrip())
 
     def send(self, message: dict) -> None:
-        body = json.dumps(message).encode()
-        self.proc.stdin.write(struct.pack(">I", len(body)) + body)
+        self.proc.stdin.write(messages.encode(message))
         self.proc.stdin.flush()
 
     def wait(self, predicate) -> dict:

@@ -186,3 +186,10 @@ def test_a_fault_spec_that_names_no_part_is_refused():
     with pytest.raises(ValueError, match="PART=KIND"):
         faults.parse("head=broken")
     assert faults.parse("graph=capture, fused_head=mismatch") == {"graph": "capture", "fused_head": "mismatch"}
+
+
+def test_the_servers_fast_part_names_are_the_workers():
+    """The torch-free server keeps its own copy of the part names (it may not import model/gpu)."""
+    from diffill.lsp.server import settings
+    from diffill.model.gpu.fast_path import PARTS
+    assert settings.FAST_PARTS == PARTS + ("all",)

@@ -208,3 +208,15 @@ async def test_a_malformed_message_closes_only_that_connection(tiny_model, socke
         assert not (await client.fill(1, "x = "))["cancelled"]
         await client.close()
         assert proc.poll() is None
+
+
+def test_the_blocking_reader_reads_what_encode_frames_and_stops_at_a_cut_message():
+    import io
+    framed = messages.encode({"op": "status", "text": "é"}) + messages.encode({"op": "result", "id": 2})
+    stream = io.BytesIO(framed)
+    assert messages.read_message_blocking(stream) == {"op": "status", "text": "é"}
+    assert messages.read_message_blocking(stream) == {"op": "result", "id": 2}
+    assert messages.read_message_blocking(stream) is None
+    cut = io.BytesIO(framed[:-3])
+    messages.read_message_blocking(cut)
+    assert messages.read_message_blocking(cut) is None  # the second message lost its end

@@ -49,7 +49,7 @@ class DiffillServer(LanguageServer):
         self.progress_token: str | None = None
         self.progress_state: dict = {}
         self.shown_error: str | None = None
-        self.last_status: tuple | None = None
+        self.last_status: dict | None = None  # the last diffill/status sent
         self.supports_progress = False
 
     def report_server_error(self, error, source):
@@ -114,13 +114,13 @@ class DiffillServer(LanguageServer):
         latency = status.get("last_ms")
         if latency is not None and self.completer.stats.last_fill_ms is None:
             self.completer.stats.last_fill_ms = float(latency)  # what the (shared) worker takes
-        slow = status.get("slow_reason")  # the last fill was slow because the machine was busy
-        model = status.get("model")  # what the worker serves (a folder, a hub snapshot, or fixed answers)
-        key = (state, message, latency, slow, model)
-        if key != self.last_status:
-            self.last_status = key
-            self.protocol.notify(STATUS, {"state": state, "message": message, "latency_ms": latency,
-                                          "slow_reason": slow, "model": model})
+        # slow_reason: the last fill was slow because the machine was busy; model: what the worker
+        # serves (a folder, a hub snapshot, or fixed answers)
+        shown = {"state": state, "message": message, "latency_ms": latency,
+                 "slow_reason": status.get("slow_reason"), "model": status.get("model")}
+        if shown != self.last_status:
+            self.last_status = shown
+            self.protocol.notify(STATUS, shown)
         if state == "error" and message != self.shown_error:
             self.shown_error = message
             self.window_show_message(types.ShowMessageParams(types.MessageType.Error, f"diffill: {message}"))
@@ -135,10 +135,8 @@ class DiffillServer(LanguageServer):
     def _on_refusal(self, reason: str) -> None:
         """A gate refused completions for a reason the user should know (once per reason)."""
         log.info("%s", reason)
-        self.protocol.notify(STATUS, {"state": "ready", "message": reason,
-                                      "latency_ms": self.last_status[2] if self.last_status else None,
-                                      "slow_reason": self.last_status[3] if self.last_status else None,
-                                      "model": self.last_status[4] if self.last_status else None})
+        last = self.last_status or {"latency_ms": None, "slow_reason": None, "model": None}
+        self.protocol.notify(STATUS, {**last, "state": "ready", "message": reason})
 
     def _on_worker_progress(self, percent: int, message: str) -> None:
         """Model load progress as `$/progress`: the token is created first, and begin/report are

@@ -73,6 +73,18 @@ async def read_message(reader: asyncio.StreamReader) -> dict | None:
     return decode(body)
 
 
+def read_message_blocking(stream) -> dict | None:
+    """The next message from a blocking binary stream (a child's stdout pipe), or None at its end."""
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        return None
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {length} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")
+    body = stream.read(length)
+    return decode(body) if len(body) == length else None
+
+
 async def write_message(writer: asyncio.StreamWriter, message: dict) -> None:
     writer.write(encode(message))
     await writer.drain()

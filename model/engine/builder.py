@@ -95,6 +95,13 @@ def build_model(config: dict, seed: int = 0, device="cpu", dtype=torch.float32, 
 RANDOM_PREFIX = "random:"
 
 
+def random_config(preset: str | dict, canvas_length: int = 256) -> dict:
+    """The config.json dict of a random model of a preset's shape (or of a text-config dict)."""
+    if isinstance(preset, str) and preset not in PRESETS:
+        raise ValueError(f"unknown random preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return make_config(dict(PRESETS[preset] if isinstance(preset, str) else preset), canvas_length=canvas_length)
+
+
 def random_model(preset: str | dict, device="cpu", dtype=torch.bfloat16, experts: str | None = None,
                  canvas_length: int = 256, seed: int = 0) -> DiffusionGemma:
     """A random-weight model of a preset's shape ("tiny", "real": 26B-A4B; or a text-config dict) built on the device, never
@@ -104,13 +111,11 @@ def random_model(preset: str | dict, device="cpu", dtype=torch.bfloat16, experts
     freeing each unquantised tensor as it goes."""
     from diffill.kernels.quant import quantize
 
-    if isinstance(preset, str) and preset not in PRESETS:
-        raise ValueError(f"unknown random preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    text = dict(PRESETS[preset] if isinstance(preset, str) else preset)
+    config = random_config(preset, canvas_length)
     default = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # the weights are drawn in dtype, never materialised in fp32
     try:
-        model = build_model(make_config(text, canvas_length=canvas_length), seed=seed, device=device, dtype=dtype)
+        model = build_model(config, seed=seed, device=device, dtype=dtype)
     finally:
         torch.set_default_dtype(default)
     if experts:

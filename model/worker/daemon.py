@@ -111,7 +111,6 @@ class Engine:
         self.fast_path: dict[str, str] | None = None  # part -> verdict, when the fast path was checked
         self.degraded: str | None = None              # the fast parts that failed their check, and why
         self.plan = None                              # memory.Plan on CUDA: the experts' form that fits
-        self.fit_message: str | None = None
 
     def load(self) -> None:
         try:
@@ -121,8 +120,8 @@ class Engine:
             traceback.print_exc(file=sys.stderr)
         else:
             self.state, self.message = "ready", f"model {self.model_path} on {self.device}"
-            if self.fit_message:
-                self.message += f" ({self.fit_message})"
+            if self.plan is not None:
+                self.message += f" ({self.plan.message})"
             if self.degraded:
                 self.message = f"ready (degraded: {self.degraded}); {self.message}"
             if self.random_weights:
@@ -167,12 +166,12 @@ class Engine:
         self.infiller.fill("def f(x):\n    return ", "\n", canvas_length=None, max_steps=2, doc_key="\0warmup")
         self.on_progress(100, "ready")
 
-
     def _fit(self, spec, dtype) -> str | None:
         """The experts' form to load: on CUDA the first that fits the free memory (setting `experts`,
         default auto: unquantised, fp8, int4), said in the log and the status; a model that does not
         fit is refused with what would. Elsewhere the form asked (auto: as the checkpoint stores it)."""
         from diffill.model.engine import memory
+        from diffill.model.engine.builder import RANDOM_PREFIX, random_config
         from diffill.model.engine.checkpoint import resolve_path
         from diffill.model.engine.config import ModelConfig
         from diffill.model.gpu.fused_head import DEFAULT_CHUNK
@@ -182,8 +181,7 @@ class Engine:
         if free is None:
             return None if asked in ("auto", "none") else asked
         if str(spec).startswith(RANDOM_PREFIX):
-            from diffill.model.engine.builder import PRESETS, make_config
-            config = ModelConfig.from_dict(make_config(dict(PRESETS[spec[len(RANDOM_PREFIX):]])))
+            config = ModelConfig.from_dict(random_config(spec[len(RANDOM_PREFIX):]))
         else:
             config = ModelConfig.from_file(resolve_path(spec, self.args.allow_download) / "config.json")
         fast = getattr(self.args, "fast_path", "auto") != "off"
@@ -191,14 +189,13 @@ class Engine:
         print(f"diffill worker: memory: {self.plan.message}", file=sys.stderr, flush=True)
         if self.plan.fits is False:
             raise DoesNotFit(f"does not fit on {self.device}: {self.plan.message}")
-        self.fit_message = self.plan.message
         return self.plan.experts
 
     def _documents(self, model) -> int:
         """Prefix caches to keep (one per document, up to 8): on CUDA as many as the memory left after
         the plan holds."""
-        plan = getattr(self, "plan", None)
-        if plan is None or plan.free_bytes is None:
+        plan = self.plan
+        if plan is None:  # not on CUDA: no memory plan
             return 8
         from diffill.model.engine import memory
 

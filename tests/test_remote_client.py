@@ -445,6 +445,21 @@ async def test_a_connection_closed_before_the_answer_is_tried_once_more_on_a_fre
     assert f.stats["requests"] == 4 and f.stats["failed"] == 1
 
 
+async def test_a_connection_reset_before_the_answer_is_tried_once_more_on_a_fresh_one(cp):
+    f = remote(cp.url)
+    try:
+        await f.start()
+        cp.behaviour.reset_requests = 1
+        assert (await f.fill(req())).text == "sum(values)"
+        cp.behaviour.reset_requests = 2
+        with pytest.raises(RemoteError) as err:
+            await f.fill(req())
+    finally:
+        await f.close()
+    assert err.value.kind == "stale" and "reset the connection" in str(err.value)
+    assert f.stats["requests"] == 4 and f.stats["failed"] == 1
+
+
 async def test_the_counterpart_rejects_suffix_and_unknown_extensions_as_vllm_does(cp):
     import httpx
     async with httpx.AsyncClient() as client:

@@ -26,7 +26,9 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import ssl
+import struct
 import subprocess
 import threading
 import time
@@ -75,6 +77,7 @@ class Behaviour:
     chat_fence: bool = True                  # chat answers come wrapped in a code fence, as a chat model writes them
     redirect_to: str | None = None           # answer completions with a 307 to this URL
     drop_requests: int = 0                   # close the connection on this many completion requests, unanswered
+    reset_requests: int = 0                  # ... reset it (RST, as a proxy that closes with unread data does)
     script: list = field(default_factory=list)  # (status, headers, message) for the next completion requests
     answers: dict = field(default_factory=dict)  # text before the cursor ends with key -> answer
     default_answer: str = "pass"
@@ -182,6 +185,12 @@ class Server:
             return await self._send(rec, writer, 307, b"", "text/plain", {"location": b.redirect_to})
         if b.drop_requests > 0:  # as a server does that closes an idle keep-alive connection as a request comes in
             b.drop_requests -= 1
+            return False
+        if b.reset_requests > 0:
+            b.reset_requests -= 1
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
             return False
         if b.script:
             status, headers, message = b.script.pop(0)
@@ -409,6 +418,13 @@ class Proxy(_LoopThread):
                 up_w.write(f"{method} {origin} {version.strip()}\r\n".encode() + b"".join(rest)
                            + b"connection: close\r\n\r\n" + body)
                 await up_w.drain()
+                # the answer's head says the connection closes after it, as a proxy that closes must
+                answer = [await up_r.readline()]
+                while answer[-1] not in (b"\r\n", b"\n", b""):
+                    answer.append(await up_r.readline())
+                kept = [h for h in answer[1:-1] if not h.lower().startswith(b"connection:")]
+                writer.write(answer[0] + b"".join(kept) + b"connection: close\r\n\r\n")
+                await writer.drain()
 
             async def pipe(src, dst):
                 try:

@@ -478,12 +478,13 @@ class RemoteFill:
         if remaining <= 0:
             raise RemoteError(f"{self.label}: no time left for the request", "timeout")
         self.stats["requests"] += 1
-        sent = False
+        sent = answered = False
         try:
             async with asyncio.timeout(remaining):
                 sent = True
                 async with self._client.stream("POST", self._base(path), json=body,
                                                extensions={"trace": trace}) as resp:
+                    answered = True
                     if resp.status_code != 200:
                         data = await resp.aread()
                         raise self._http_error(resp.status_code, data[:MAX_ERROR_BYTES], resp.headers)
@@ -510,7 +511,7 @@ class RemoteFill:
         except (_HTTPError, RemoteError):
             raise
         except httpx.HTTPError as exc:
-            raise self._transport_error(exc) from None
+            raise self._transport_error(exc, answered) from None
         return "".join(parts), False, timeline
 
     async def _read_stream(self, resp, parts: list[str], chat: bool, timeline: dict) -> None:
@@ -581,7 +582,10 @@ class RemoteFill:
             return RemoteError(f"{host} failed ({err.status}: {err.message})", "server")
         return RemoteError(f"{host} rejected the request ({err.status}: {err.message})", "rejected")
 
-    def _transport_error(self, exc: Exception) -> RemoteError:
+    def _transport_error(self, exc: Exception, answered: bool = True) -> RemoteError:
+        """The RemoteError for an httpx transport failure. `answered`: a response head had arrived.
+        A connection that fails before any answer (closed, or reset as the request went out) is
+        "stale": a keep-alive connection the server or a proxy dropped just then."""
         import httpx
 
         host = self.cfg.host
@@ -597,6 +601,8 @@ class RemoteFill:
             return RemoteError(f"cannot reach {host} ({reason})", "unreachable")
         if isinstance(exc, httpx.RemoteProtocolError) and "without sending a response" in reason:
             return RemoteError(f"{host} closed the connection before answering", "stale")
+        if isinstance(exc, (httpx.ReadError, httpx.WriteError)) and not answered:
+            return RemoteError(f"{host} reset the connection before answering ({type(exc).__name__})", "stale")
         if isinstance(exc, httpx.ProxyError):
             return RemoteError(f"the proxy refused the connection to {host} ({reason})", "unreachable")
         return RemoteError(f"{self.label}: {type(exc).__name__}: {reason}", "protocol")

@@ -71,3 +71,10 @@ def test_a_random_weight_model_shows_nearly_nothing(tmp_path):
     offsets = [LOOP.index("@"), docs[1].index("return ") + 7, docs[2].index("= ") + 2, docs[3].index("self.\n") + 5]
     shown = [complete_in_process(model, d, o, "python").text for d, o in zip(docs, offsets)]
     assert sum(bool(s.strip()) for s in shown) == 0, shown
+
+
+def test_in_an_unterminated_f_string_field_the_completion_closes_the_field_the_string_and_the_call():
+    doc = 'def show(d):\n    for k in d:\n        print(f"{k}={@\n    return d\n'
+    outcome = run(doc, "@", 'd[k]}")\n    return d\n')
+    assert outcome.plan.span.kind == "line"
+    assert outcome.text == 'd[k]}")'

@@ -112,6 +112,8 @@ def test_a_parse_that_runs_too_long_is_given_up_and_span_and_trim_still_answer()
     ("cpp", "int x; // <CURSOR>\n"),
     ("csharp", "var s = \"a<CURSOR>\";\n"),
     ("kotlin", "val x = 1 // note <CURSOR>\n"),
+    ("python", 'print(f"{k}={v} <CURSOR>\n'),
+    ("javascript", "const s = `${a} <CURSOR>\n"),
 ])
 def test_inside_strings_and_comments_there_is_nothing_to_fill(language, document):
     span = span_of(language, document)
@@ -140,6 +142,17 @@ def test_comments_can_be_completed_when_configured():
 ])
 def test_right_after_a_string_or_comment_or_inside_interpolation_is_code(language, document):
     assert span_of(language, document).kind != "none"
+
+
+@pytest.mark.parametrize("document, depth", [
+    ('print(f"{k}={k<CURSOR>\n', 2),
+    ('    for k in keys:\n        log(f"""{k}: {d[<CURSOR>\n', 3),
+    ('msg = rf"{path}/{name.<CURSOR>\n', 1),
+])
+def test_an_unterminated_f_string_field_at_the_cursor_is_code_whose_brace_the_line_must_close(document, depth):
+    # the tree is broken there, so the text rule decides: the field's brace is open at the cursor
+    span = span_of("python", document)
+    assert span.kind == "line" and span.close_depth == depth
 
 
 @pytest.mark.parametrize("language, document", [
@@ -207,6 +220,8 @@ def test_unindented_brace_code_gets_no_indentation_stop():
     ("python", "x = [\n    1,\n    <CURSOR>", 1),
     ("python", "print(<CURSOR>)", 0),
     ("csharp", "class A {\n  void F() {\n    <CURSOR>", 2),
+    ("python", 'print(f"{k}={<CURSOR>\n', 2),
+    ("javascript", "log(`${a}=${<CURSOR>\n", 2),
 ])
 def test_close_depth_counts_open_brackets_the_suffix_does_not_close(language, document, depth):
     assert span_of(language, document).close_depth == depth

@@ -95,49 +95,122 @@ def lex(text: str, language: str) -> Lexed:
 
     Unterminated strings and comments run to the end of their line (strings) or of the text
     (block comments, triple-quoted strings, back-quoted strings), as an editor would highlight them.
+    The replacement fields of Python f-strings (`{x}`) and JavaScript template literals (`${x}`)
+    are code, with their braces counted as brackets: a cursor in `f"{k` is in code, one `{` deep.
     """
-    marker, block_comments = _comment_markers(language)
-    python, rust, go = language == "python", language == "rust", language == "go"
-    special = _special(language)
-    n = len(text)
-    spans: list[tuple[int, int]] = []
-    brackets: list[Bracket] = []
-    depth = 0
-    i = 0
-    while True:
-        m = special.search(text, i)
-        if m is None:
-            break
-        i = m.start()
-        ch = text[i]
-        if ch in OPENERS or ch in CLOSERS:
-            depth += 1 if ch in OPENERS else -1
-            brackets.append(Bracket(i, ch, depth))
-            i += 1
-            continue
-        if text.startswith(marker, i):
-            end = text.find("\n", i)
-            end = n if end < 0 else end
-        elif block_comments and text.startswith("/*", i):
-            end = text.find("*/", i + 2)
-            end = n if end < 0 else end + 2
-        elif python and (text.startswith('"""', i) or text.startswith("'''", i)):
-            end = text.find(text[i:i + 3], i + 3)
-            end = n if end < 0 else end + 3
-        elif ch == "'" and rust:
-            lit = _RUST_CHAR.match(text, i)
-            if lit is None:  # a lifetime such as 'a
+    scan = _Scanner(text, language)
+    scan.code(0, len(text), interpolation=False)
+    return Lexed(text, scan.spans, tuple(scan.brackets))
+
+
+_F_PREFIX = re.compile(r"(?<![\w])([rR]?[fFtT]|[fFtT][rR])$")
+
+
+class _Scanner:
+    """One pass over a text: the spans that are not code and the brackets in code."""
+
+    def __init__(self, text: str, language: str):
+        self.text, self.n = text, len(text)
+        self.marker, self.block_comments = _comment_markers(language)
+        self.python, self.rust, self.go = language == "python", language == "rust", language == "go"
+        self.template = language in ("javascript", "typescript", "tsx")
+        self.special = _special(language)
+        self.spans: list[tuple[int, int]] = []
+        self.brackets: list[Bracket] = []
+        self.depth = 0
+
+    def code(self, i: int, limit: int, interpolation: bool) -> tuple[int, bool]:
+        """Lex code from `i` up to `limit`. In a replacement field, stop after the `}` that closes
+        it: (where the code stopped, whether that brace closed it)."""
+        text, base = self.text, self.depth
+        while True:
+            m = self.special.search(text, i, limit)
+            if m is None:
+                return limit, False
+            i = m.start()
+            ch = text[i]
+            if ch in OPENERS or ch in CLOSERS:
+                self.depth += 1 if ch in OPENERS else -1
+                self.brackets.append(Bracket(i, ch, self.depth))
+                i += 1
+                if interpolation and ch == "}" and self.depth < base:
+                    return i, True
+                continue
+            if text.startswith(self.marker, i):
+                end = text.find("\n", i)
+                end = self.n if end < 0 else end
+            elif self.block_comments and text.startswith("/*", i):
+                end = text.find("*/", i + 2)
+                end = self.n if end < 0 else end + 2
+            elif self.python and ch in "\"'" and _F_PREFIX.search(text, max(0, i - 3), i):
+                i = self.interpolated(i, 3 if text.startswith(ch * 3, i) else 1, "{")
+                continue
+            elif self.python and (text.startswith('"""', i) or text.startswith("'''", i)):
+                end = text.find(text[i:i + 3], i + 3)
+                end = self.n if end < 0 else end + 3
+            elif ch == "'" and self.rust:
+                lit = _RUST_CHAR.match(text, i)
+                if lit is None:  # a lifetime such as 'a
+                    i += 1
+                    continue
+                end = lit.end()
+            elif ch == "`" and self.template:
+                i = self.interpolated(i, 0, "${")
+                continue
+            elif ch in "\"'`":
+                end = _string_stop(text, i, _string_end(ch, not (ch == "`" and self.go), ch == "`"))
+            else:
                 i += 1
                 continue
-            end = lit.end()
-        elif ch in "\"'`":
-            end = _string_stop(text, i, _string_end(ch, not (ch == "`" and go), ch == "`"))
-        else:
-            i += 1
-            continue
-        spans.append((i, end))
-        i = end
-    return Lexed(text, spans, tuple(brackets))
+            if interpolation and end > limit:
+                end = limit
+            self.spans.append((i, end))
+            i = end
+            if i >= limit:
+                return limit, False
+
+    def interpolated(self, i: int, quotes: int, opener: str) -> int:
+        """Lex a string with replacement fields opened at `i`: `quotes` 1 or 3 for a Python
+        f-string (one-line or triple-quoted), 0 for a back-quoted template literal (multi-line).
+        Returns where the string ends."""
+        text = self.text
+        close = text[i] * max(quotes, 1)
+        one_line = quotes == 1
+        line_end = text.find("\n", i) if one_line else -1
+        limit = self.n if line_end < 0 else line_end
+        stops = re.compile("[" + re.escape(close[0] + "\\" + opener[0] + ("\n" if one_line else "")) + "]")
+        start = j = i
+        j += len(close)
+        while True:
+            m = stops.search(text, j, limit)
+            if m is None:
+                self.spans.append((start, limit))
+                return limit
+            at, c = m.start(), text[m.start()]
+            if c == "\\":
+                j = at + 2
+            elif c == "\n":
+                self.spans.append((start, at))
+                return at
+            elif c == close[0]:
+                if text.startswith(close, at):
+                    self.spans.append((start, at + len(close)))
+                    return at + len(close)
+                j = at + 1
+            elif opener == "{" and text.startswith("{{", at):
+                j = at + 2  # a literal brace
+            elif text.startswith(opener, at):
+                brace = at + len(opener) - 1
+                if brace > start:
+                    self.spans.append((start, brace))
+                self.depth += 1
+                self.brackets.append(Bracket(brace, "{", self.depth))
+                end, closed = self.code(brace + 1, limit, interpolation=True)
+                if not closed:
+                    return end  # an unterminated field runs to the end of the string's reach
+                start = j = end
+            else:
+                j = at + 1
 
 
 def _string_stop(text: str, start: int, stops: re.Pattern) -> int:

@@ -121,19 +121,25 @@ def _in_string_or_comment_text(cursor: Cursor) -> bool:
     return not lex(cursor.prefix + "x", cursor.language).mask[-1]
 
 
-def _in_string_or_comment_tree(tree, offset: int) -> bool | None:
-    """Tree rule; None when the tree is too broken at the cursor to say.
+def _in_string_or_comment_tree(tree, offset: int, blank_before: int = 0) -> bool | None:
+    """Tree rule; None when the tree is too broken at the cursor to say. `blank_before`: bytes of
+    spaces between the cursor and the last code on its line (a broken node may end there).
 
-    The cursor is inside a string when a string node surrounds it strictly, and inside a comment
+    The cursor is inside a string when a string node surrounds it strictly (a replacement field
+    inside it is code up to its closing brace), and inside a comment
     when a comment starts before it and reaches it (typing at the end of a line comment still
     writes the comment; right after a closing `*/` does not).
     """
     probes = [offset - 1, offset] if offset > 0 else [offset]
+    if blank_before and offset > blank_before:
+        probes.insert(0, offset - 1 - blank_before)
     verdict: bool | None = False
     for probe in probes:
         node = syntax.node_at(tree, probe)
         for anc in syntax.ancestors(node):
             if anc.type in _CODE_INSIDE_STRING:
+                if offset >= anc.end_byte and (anc.text or b"").endswith(b"}"):
+                    continue  # right after a closed field: back in the string around it
                 break
             if anc.type in _COMMENT_TYPES:
                 closed_block = (anc.text or b"").endswith(b"*/") and anc.end_byte == offset
@@ -280,7 +286,9 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
     if cursor.has_grammar:
         tree = syntax.incremental_tree(cursor.language, "span").update(cursor.prefix + cursor.suffix)
     if not complete_in_comments:
-        inside = _in_string_or_comment_tree(tree, offset) if tree is not None else None
+        line = cursor.line_prefix
+        blank = len(line) - len(line.rstrip(" \t")) if line.strip() else 0
+        inside = _in_string_or_comment_tree(tree, offset, blank) if tree is not None else None
         if inside is None:
             inside = _in_string_or_comment_text(cursor)
         if inside:

@@ -273,6 +273,12 @@ def _bracket_window_start(cursor: Cursor, tree) -> int:
     return min(n, len(data[:end].decode("utf-8", errors="ignore")))
 
 
+def open_brackets(cursor: Cursor, tree=None) -> list[tuple[str, int]]:
+    """The brackets open at the cursor, outermost first: (bracket, offset into `cursor.prefix`)."""
+    start = _bracket_window_start(cursor, tree)
+    return [(b, start + at) for b, at in brackets.open_stack(cursor.prefix[start:], cursor.language)]
+
+
 def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments: bool = False) -> Span:
     """Decide what the completion at the cursor between `prefix` and `suffix` should cover.
 
@@ -294,7 +300,7 @@ def decide_span(language: str, prefix: str, suffix: str, *, complete_in_comments
         if inside:
             return NONE
 
-    stack = brackets.open_stack(cursor.prefix[_bracket_window_start(cursor, tree):], cursor.language)
+    stack = open_brackets(cursor, tree)
     close_depth = len(stack) - brackets.closed_by(cursor.suffix[:BRACKET_WINDOW], stack, cursor.language)
     line_prefix, rest = cursor.line_prefix, cursor.rest_of_line
 

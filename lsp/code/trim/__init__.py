@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from diffill.lsp.code.cursor import normalise_newlines
 from diffill.lsp.code.span import Span
-from diffill.lsp.code.trim import (cursor_spacing, duplicated_closing_line, parse_gate, reindent, repetition,
-                                   rest_of_line_echo, span_end, suffix_echo, tidy_end, unreachable,
+from diffill.lsp.code.trim import (cursor_spacing, duplicated_closing_line, file_scope, parse_gate, reindent,
+                                   repetition, rest_of_line_echo, span_end, suffix_echo, tidy_end, unreachable,
                                    word_after_cursor, word_at_cursor)
 from diffill.lsp.code.trim.context import Context
 from diffill.lsp.code.trim.replace_range import replaced_closers
@@ -22,6 +22,7 @@ FILTERS = (
     suffix_echo,              # whole lines that repeat the lines below the cursor
     rest_of_line_echo,        # a first line that ends by repeating the rest of the cursor's line
     span_end,                 # the span's stopping rule: line end, dedent, closing brackets, max lines
+    file_scope,               # a line that belongs at a file's top (#include, import) inside a body
     repetition,               # repeated lines and blocks, lines that end in a repeating token run
     unreachable,              # code after return/raise/break/continue/throw at the same level
     word_at_cursor,           # the start against the word being typed: retyped part dropped, glue not shown

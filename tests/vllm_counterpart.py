@@ -231,9 +231,9 @@ class Server:
                 "model": b.model, "choices": [choice],
                 "usage": {"prompt_tokens": 0, "completion_tokens": len(text) // TOKEN_CHARS}})
         try:
+            rec.status, rec.first_byte = 200, time.monotonic()
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\n"
                          b"transfer-encoding: chunked\r\n\r\n")
-            rec.status, rec.first_byte = 200, time.monotonic()
             if chat:
                 await self._event(writer, {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
                                                         "finish_reason": None}]})
@@ -250,13 +250,14 @@ class Server:
                 if stalled:
                     await self._wait(reader, 3600.0, rec)
                     return False
+            rec.done = time.monotonic()  # before the last bytes go out: the client may read the record once it has them
             writer.write(self._chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n")
             await writer.drain()
         except (ConnectionError, RuntimeError):
+            rec.done = None
             rec.disconnected = True
             self.disconnects += 1
             return False
-        rec.done = time.monotonic()
         return True
 
     async def _wait(self, reader: asyncio.StreamReader, seconds: float, rec: Record) -> bool:
@@ -290,12 +291,13 @@ class Server:
         head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}", f"content-type: {ctype}",
                 f"content-length: {len(data)}"] + [f"{k}: {v}" for k, v in (extra or {}).items()]
         try:
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
             rec.status, rec.first_byte = status, time.monotonic()
+            rec.done = rec.first_byte  # set before the bytes go out, as above
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode() + data)
             await writer.drain()
         except (ConnectionError, RuntimeError):
+            rec.done = None
             return False
-        rec.done = time.monotonic()
         return True
 
     async def _json(self, rec, writer, status, payload) -> bool:

@@ -226,7 +226,7 @@ async def test_a_newer_fill_for_the_same_document_aborts_the_older_by_closing_it
         with pytest.raises(asyncio.CancelledError):
             await older
         cp.behaviour.latency_ms = 0
-        for _ in range(100):
+        for _ in range(500):
             if cp.app.completions()[0].disconnected:
                 break
             await asyncio.sleep(0.02)

@@ -60,12 +60,12 @@ async def test_completions_come_from_the_remote_server_and_the_status_names_it(c
 
 
 async def test_a_superseded_request_is_aborted_by_closing_its_connection(cp):
-    cp.behaviour.latency_ms = 2000
+    cp.behaviour.latency_ms = 8000  # far longer than an abort takes, even on a loaded machine
     async with editor(options(cp.url)) as s:
         uri = "file:///project/a.py"
         s.open(uri, COMPLETES)
         first = s.inline(uri, *COMPLETES_AT)
-        for _ in range(200):
+        for _ in range(1000):
             if cp.app.completions():
                 break
             await asyncio.sleep(0.01)
@@ -76,13 +76,13 @@ async def test_a_superseded_request_is_aborted_by_closing_its_connection(cp):
         assert (await first) is None
         assert (await second).items[0].insert_text == "return math.pi * radius ** 2"
         posts = cp.app.completions()
-        for _ in range(100):  # the counterpart notices the closed connection on its own thread
+        for _ in range(500):  # the counterpart notices the closed connection on its own thread
             if posts[0].disconnected:
                 break
             await asyncio.sleep(0.01)
         assert len(posts) == 2 and posts[0].disconnected and not posts[1].disconnected, json.dumps(await s.stats())
         aborted_in = posts[1].arrived - sent
-        assert aborted_in < 1.0
+        assert aborted_in < 4.0  # not after the first canvas (8 s)
         stats = await s.stats()
         assert stats["remote"]["aborted"] == 1
 

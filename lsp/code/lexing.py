@@ -122,40 +122,49 @@ class _Scanner:
     def code(self, i: int, limit: int, interpolation: bool) -> tuple[int, bool]:
         """Lex code from `i` up to `limit`. In a replacement field, stop after the `}` that closes
         it: (where the code stopped, whether that brace closed it)."""
-        text, base = self.text, self.depth
+        text, n, search = self.text, self.n, self.special.search
+        spans, brackets, marker = self.spans, self.brackets, self.marker
+        python, rust, template, block_comments = self.python, self.rust, self.template, self.block_comments
+        depth = base = self.depth
         while True:
-            m = self.special.search(text, i, limit)
+            m = search(text, i, limit)
             if m is None:
+                self.depth = depth
                 return limit, False
             i = m.start()
             ch = text[i]
             if ch in OPENERS or ch in CLOSERS:
-                self.depth += 1 if ch in OPENERS else -1
-                self.brackets.append(Bracket(i, ch, self.depth))
+                depth += 1 if ch in OPENERS else -1
+                brackets.append(Bracket(i, ch, depth))
                 i += 1
-                if interpolation and ch == "}" and self.depth < base:
+                if interpolation and ch == "}" and depth < base:
+                    self.depth = depth
                     return i, True
                 continue
-            if text.startswith(self.marker, i):
+            if text.startswith(marker, i):
                 end = text.find("\n", i)
-                end = self.n if end < 0 else end
-            elif self.block_comments and text.startswith("/*", i):
+                end = n if end < 0 else end
+            elif block_comments and text.startswith("/*", i):
                 end = text.find("*/", i + 2)
-                end = self.n if end < 0 else end + 2
-            elif self.python and ch in "\"'" and _F_PREFIX.search(text, max(0, i - 3), i):
+                end = n if end < 0 else end + 2
+            elif python and ch in "\"'" and i and text[i - 1] in "fFtTrR" and _F_PREFIX.search(text, max(0, i - 3), i):
+                self.depth = depth
                 i = self.interpolated(i, 3 if text.startswith(ch * 3, i) else 1, "{")
+                depth = self.depth
                 continue
-            elif self.python and (text.startswith('"""', i) or text.startswith("'''", i)):
+            elif python and (text.startswith('"""', i) or text.startswith("'''", i)):
                 end = text.find(text[i:i + 3], i + 3)
-                end = self.n if end < 0 else end + 3
-            elif ch == "'" and self.rust:
+                end = n if end < 0 else end + 3
+            elif ch == "'" and rust:
                 lit = _RUST_CHAR.match(text, i)
                 if lit is None:  # a lifetime such as 'a
                     i += 1
                     continue
                 end = lit.end()
-            elif ch == "`" and self.template:
+            elif ch == "`" and template:
+                self.depth = depth
                 i = self.interpolated(i, 0, "${")
+                depth = self.depth
                 continue
             elif ch in "\"'`":
                 end = _string_stop(text, i, _string_end(ch, not (ch == "`" and self.go), ch == "`"))
@@ -164,9 +173,10 @@ class _Scanner:
                 continue
             if interpolation and end > limit:
                 end = limit
-            self.spans.append((i, end))
+            spans.append((i, end))
             i = end
             if i >= limit:
+                self.depth = depth
                 return limit, False
 
     def interpolated(self, i: int, quotes: int, opener: str) -> int:

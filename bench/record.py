@@ -49,8 +49,17 @@ def _cpu() -> str:
     return platform.processor() or platform.machine()
 
 
+def _checkout() -> str:
+    """The commit checked out, with "+changes" when tracked files differ from it."""
+    return _git("rev-parse", "HEAD") + ("+changes" if _git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+_STARTED_AT = _checkout()  # the code that runs is the code at import, before any long work
+
+
 def provenance(argv: list[str] | None = None) -> dict:
-    """Command, commit, machine and date of this run."""
+    """Command, commit, machine and date of this run. The commit is the one checked out when the
+    script started; when the checkout changed while it ran, `commit_at_end` says to what."""
     script = Path(sys.argv[0]).resolve()
     rel = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script.name
     args = sys.argv[1:] if argv is None else argv
@@ -62,10 +71,12 @@ def provenance(argv: list[str] | None = None) -> dict:
         machine["threads"] = torch.get_num_threads()
         if torch.cuda.is_available():
             machine["gpu"] = torch.cuda.get_device_name(0)
-    commit = _git("rev-parse", "HEAD")
-    return {"command": " ".join(["python", str(rel), *map(shlex.quote, args)]),
-            "commit": commit + ("+changes" if _git("status", "--porcelain", "--untracked-files=no") else ""),
+    prov = {"command": " ".join(["python", str(rel), *map(shlex.quote, args)]), "commit": _STARTED_AT,
             "machine": machine, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    at_end = _checkout()
+    if at_end != _STARTED_AT:
+        prov["commit_at_end"] = at_end
+    return prov
 
 
 def header(prov: dict, title: str) -> str:
@@ -73,7 +84,8 @@ def header(prov: dict, title: str) -> str:
     where = f"{m['cpu']}, {m['cores']} cores" + (f", {m['gpu']}" if m.get("gpu") else ", no GPU")
     if m.get("torch"):
         where += f", torch {m['torch']} ({m['threads']} threads)"
-    return (f"# {title}\n\nWritten by `{prov['command']}` at commit `{prov['commit']}` on {prov['date']}.\n"
+    moved = f" (the checkout was at `{prov['commit_at_end']}` when it ended)" if prov.get("commit_at_end") else ""
+    return (f"# {title}\n\nWritten by `{prov['command']}` at commit `{prov['commit']}`{moved} on {prov['date']}.\n"
             f"Machine: {where}; load average {m['load_average']} at the end.\n\n")
 
 

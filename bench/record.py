@@ -50,8 +50,10 @@ def _cpu() -> str:
 
 
 def _checkout() -> str:
-    """The commit checked out, with "+changes" when tracked files differ from it."""
-    return _git("rev-parse", "HEAD") + ("+changes" if _git("status", "--porcelain", "--untracked-files=no") else "")
+    """The commit checked out, with "+changes" when tracked files other than results differ from it
+    (one benchmark's new figures are not a change to the code the next one runs)."""
+    changed = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+    return _git("rev-parse", "HEAD") + ("+changes" if changed else "")
 
 
 _STARTED_AT = _checkout()  # the code that runs is the code at import, before any long work

@@ -53,3 +53,14 @@ def test_a_run_on_an_unchanged_checkout_names_one_commit_and_uncommitted_changes
     assert prov["commit"] == git(repo, "rev-parse", "HEAD") and "commit_at_end" not in prov
     (repo / "a.txt").write_text("edited\n")
     assert module.provenance([])["commit_at_end"] == git(repo, "rev-parse", "HEAD") + "+changes"
+
+
+def test_new_figures_in_bench_results_are_not_a_change_to_the_code(record):
+    module, repo = record
+    results = repo / "bench" / "results"
+    results.mkdir(parents=True)
+    (results / "x.md").write_text("old\n")
+    git(repo, "add", "bench")
+    git(repo, "commit", "-qm", "results")
+    (results / "x.md").write_text("new figures\n")
+    assert module._checkout() == git(repo, "rev-parse", "HEAD")

@@ -1,4 +1,5 @@
-"""lex: which characters are code, and the brackets in code, for strings with replacement fields."""
+"""lex: which characters are code, and the brackets in code, for strings with replacement fields
+(f-strings, template literals and their kin in other languages)."""
 from __future__ import annotations
 
 import pytest
@@ -60,3 +61,30 @@ def test_a_dollar_without_a_brace_in_a_template_is_text():
 
 def test_go_raw_strings_have_no_substitutions():
     assert code_of("s := `a${b}`", "go") == "s :=        "
+
+
+@pytest.mark.parametrize("language, text, code", [
+    ("csharp", 'var s = $"{a} and {b:N2}" + c;', 'var s = $ {a}     {b:N2}  + c;'),
+    ("csharp", 'var s = $"{{not}} {a}";', 'var s = $' + ' ' * 9 + '{a} ;'),
+    ("csharp", 'var s = $@"C:\\{a}\n""{b}""" + c;', 'var s = $@    {a}   {b}    + c;'),  # verbatim: "" is a quote
+    ("csharp", 'var s = @"{not}" + c;', 'var s = @' + ' ' * 7 + ' + c;'),
+    ("kotlin", 'val s = "${a.b} $c" + d', 'val s =   {a.b}     + d'),
+    ("kotlin", 'val s = """\\${a}\n"""', 'val s =      {a}    '),  # a raw string: the backslash escapes nothing
+    ("dart", "var s = 'x ${a}' + r'${no}';", "var s =     {a}  + r       ;"),
+    ("scala", 'val s = s"${a}" + "${b}"', 'val s = s  {a}  +       '),
+    ("swift", 'let s = "x \\(a + b)" + c', 'let s =     (a + b)  + c'),
+    ("ruby", 's = "x #{a}" # note', 's =     {a}        '),
+    ("shellscript", 'echo "$(date +%s) ${#arr[@]}" # note', 'echo   (date +%s)  {#arr[@]}        '),
+])
+def test_other_languages_interpolated_fields_are_code(language, text, code):
+    assert code_of(text, language) == code
+    assert lex(text, language).end_depth == 0
+
+
+def test_an_escaped_dollar_in_a_template_is_text():
+    assert code_of("const s = `\\${a}`;", "javascript") == "const s =        ;"
+
+
+def test_a_hash_inside_a_shell_word_is_no_comment():
+    assert code_of("echo a#b $# x", "shellscript") == "echo a#b $# x"
+    assert code_of("echo a # b", "shellscript") == "echo a    "

@@ -114,6 +114,8 @@ def test_a_parse_that_runs_too_long_is_given_up_and_span_and_trim_still_answer()
     ("kotlin", "val x = 1 // note <CURSOR>\n"),
     ("python", 'print(f"{k}={v} <CURSOR>\n'),
     ("javascript", "const s = `${a} <CURSOR>\n"),
+    ("csharp", 'Console.WriteLine($"Total: {t} <CURSOR>\n'),
+    ("kotlin", 'println("${a} <CURSOR>\n'),
 ])
 def test_inside_strings_and_comments_there_is_nothing_to_fill(language, document):
     span = span_of(language, document)
@@ -222,6 +224,9 @@ def test_unindented_brace_code_gets_no_indentation_stop():
     ("csharp", "class A {\n  void F() {\n    <CURSOR>", 2),
     ("python", 'print(f"{k}={<CURSOR>\n', 2),
     ("javascript", "log(`${a}=${<CURSOR>\n", 2),
+    ("csharp", 'Console.WriteLine($"Total: {order.<CURSOR>\n', 2),
+    ("kotlin", 'println("${user.<CURSOR>\n', 2),
+    ("swift", 'print("\\(user.<CURSOR>\n', 2),
 ])
 def test_close_depth_counts_open_brackets_the_suffix_does_not_close(language, document, depth):
     assert span_of(language, document).close_depth == depth

@@ -95,15 +95,17 @@ def lex(text: str, language: str) -> Lexed:
 
     Unterminated strings and comments run to the end of their line (strings) or of the text
     (block comments, triple-quoted strings, back-quoted strings), as an editor would highlight them.
-    The replacement fields of Python f-strings (`{x}`) and JavaScript template literals (`${x}`)
-    are code, with their braces counted as brackets: a cursor in `f"{k` is in code, one `{` deep.
+    The replacement fields of strings that have them are code, with their braces counted as
+    brackets: Python f-strings (`{x}`), JavaScript template literals, Kotlin, Groovy, Dart and Scala
+    strings (`${x}`), C# `$"{x}"`, Swift `"\\(x)"`, Ruby `"#{x}"` and shell `"${x}"`/`"$(cmd)"`. A
+    cursor in `f"{k` is in code, one `{` deep.
     """
     scan = _Scanner(text, language)
     scan.code(0, len(text), interpolation=False)
     return Lexed(text, scan.spans, tuple(scan.brackets))
 
 
-_F_PREFIX = re.compile(r"(?<![\w])([rR]?[fFtT]|[fFtT][rR])$")
+_WORD_BREAK = " \t\n;|&()"
 
 
 class _Scanner:
@@ -113,7 +115,8 @@ class _Scanner:
         self.text, self.n = text, len(text)
         self.marker, self.block_comments = _comment_markers(language)
         self.python, self.rust, self.go = language == "python", language == "rust", language == "go"
-        self.template = language in ("javascript", "typescript", "tsx")
+        self.fields = _FIELDS.get(language)
+        self.word_comments = language == "shellscript"  # `a#b` and `${#x}` are no comments
         self.special = _special(language)
         self.spans: list[tuple[int, int]] = []
         self.brackets: list[Bracket] = []
@@ -124,7 +127,8 @@ class _Scanner:
         it: (where the code stopped, whether that brace closed it)."""
         text, n, search = self.text, self.n, self.special.search
         spans, brackets, marker = self.spans, self.brackets, self.marker
-        python, rust, template, block_comments = self.python, self.rust, self.template, self.block_comments
+        python, rust, block_comments, fields = self.python, self.rust, self.block_comments, self.fields
+        word_comments = self.word_comments
         depth = base = self.depth
         while True:
             m = search(text, i, limit)
@@ -137,19 +141,20 @@ class _Scanner:
                 depth += 1 if ch in OPENERS else -1
                 brackets.append(Bracket(i, ch, depth))
                 i += 1
-                if interpolation and ch == "}" and depth < base:
+                if interpolation and depth < base:  # the `}` (or Swift's and the shell's `)`) closing the field
                     self.depth = depth
                     return i, True
                 continue
-            if text.startswith(marker, i):
+            if text.startswith(marker, i) and not (word_comments and i and text[i - 1] not in _WORD_BREAK):
                 end = text.find("\n", i)
                 end = n if end < 0 else end
             elif block_comments and text.startswith("/*", i):
                 end = text.find("*/", i + 2)
                 end = n if end < 0 else end + 2
-            elif python and ch in "\"'" and i and text[i - 1] in "fFtTrR" and _F_PREFIX.search(text, max(0, i - 3), i):
+            elif (fields is not None and ch in "\"'`" and (not python or (i and text[i - 1] in "fFtTrR"))
+                  and (spec := fields(text, i)) is not None):
                 self.depth = depth
-                i = self.interpolated(i, 3 if text.startswith(ch * 3, i) else 1, "{")
+                i = self.interpolated(i, spec)
                 depth = self.depth
                 continue
             elif python and (text.startswith('"""', i) or text.startswith("'''", i)):
@@ -161,11 +166,6 @@ class _Scanner:
                     i += 1
                     continue
                 end = lit.end()
-            elif ch == "`" and template:
-                self.depth = depth
-                i = self.interpolated(i, 0, "${")
-                depth = self.depth
-                continue
             elif ch in "\"'`":
                 end = _string_stop(text, i, _string_end(ch, not (ch == "`" and self.go), ch == "`"))
             else:
@@ -179,16 +179,12 @@ class _Scanner:
                 self.depth = depth
                 return limit, False
 
-    def interpolated(self, i: int, quotes: int, opener: str) -> int:
-        """Lex a string with replacement fields opened at `i`: `quotes` 1 or 3 for a Python
-        f-string (one-line or triple-quoted), 0 for a back-quoted template literal (multi-line).
-        Returns where the string ends."""
-        text = self.text
-        close = text[i] * max(quotes, 1)
-        one_line = quotes == 1
-        line_end = text.find("\n", i) if one_line else -1
+    def interpolated(self, i: int, spec: "_Fields") -> int:
+        """Lex a string with replacement fields whose opening quote is at `i`; where it ends."""
+        text, close = self.text, spec.close
+        line_end = -1 if spec.multiline else text.find("\n", i)
         limit = self.n if line_end < 0 else line_end
-        stops = re.compile("[" + re.escape(close[0] + "\\" + opener[0] + ("\n" if one_line else "")) + "]")
+        stops = _field_stops(close[0], spec.openers, spec.escapes, spec.multiline)
         start = j = i
         j += len(close)
         while True:
@@ -197,30 +193,126 @@ class _Scanner:
                 self.spans.append((start, limit))
                 return limit
             at, c = m.start(), text[m.start()]
-            if c == "\\":
-                j = at + 2
-            elif c == "\n":
-                self.spans.append((start, at))
-                return at
-            elif c == close[0]:
-                if text.startswith(close, at):
-                    self.spans.append((start, at + len(close)))
-                    return at + len(close)
-                j = at + 1
+            opener = next((o for o in spec.openers if text.startswith(o, at)), None)
+            if c == "\\" and spec.escapes and opener is None:
+                j = at + 2  # an escaped character (`\${` in a template is text)
             elif opener == "{" and text.startswith("{{", at):
                 j = at + 2  # a literal brace
-            elif text.startswith(opener, at):
+            elif opener is not None:
                 brace = at + len(opener) - 1
                 if brace > start:
                     self.spans.append((start, brace))
                 self.depth += 1
-                self.brackets.append(Bracket(brace, "{", self.depth))
+                self.brackets.append(Bracket(brace, text[brace], self.depth))
                 end, closed = self.code(brace + 1, limit, interpolation=True)
                 if not closed:
                     return end  # an unterminated field runs to the end of the string's reach
                 start = j = end
+            elif c == "\n":
+                self.spans.append((start, at))
+                return at
+            elif c == close[0]:
+                if spec.doubled and text.startswith(c * 2, at) and close == c:
+                    j = at + 2  # a doubled quote is a literal quote
+                elif text.startswith(close, at):
+                    self.spans.append((start, at + len(close)))
+                    return at + len(close)
+                else:
+                    j = at + 1
             else:
                 j = at + 1
+
+
+class _Fields(NamedTuple):
+    """How a string with replacement fields is written."""
+
+    close: str                  # its closing quote(s)
+    multiline: bool             # may run over line breaks
+    openers: tuple[str, ...]    # what opens a field; the last character is the field's bracket
+    escapes: bool = True        # a backslash escapes the next character
+    doubled: bool = False       # a doubled quote is a literal one (C# verbatim strings)
+
+
+@functools.lru_cache(maxsize=None)
+def _field_stops(quote: str, openers: tuple[str, ...], escapes: bool, multiline: bool) -> re.Pattern:
+    chars = {quote} | {o[0] for o in openers} | ({"\\"} if escapes else set()) | (set() if multiline else {"\n"})
+    return re.compile("[" + re.escape("".join(sorted(chars))) + "]")
+
+
+def _quoted(text: str, i: int, openers: tuple[str, ...], triple_escapes: bool = True) -> _Fields:
+    """A string opened at `i` with one quote (one line, backslash escapes) or three (over lines;
+    escapes as `triple_escapes` says: Kotlin's raw strings take none)."""
+    q = text[i]
+    if text.startswith(q * 3, i):
+        return _Fields(q * 3, True, openers, triple_escapes)
+    return _Fields(q, False, openers)
+
+
+_F_PREFIX = re.compile(r"(?<![\w])([rR]?[fFtT]|[fFtT][rR])$")
+_SCALA_PREFIX = re.compile(r"(?<![\w])[sf]$")
+
+
+def _python_fields(text: str, i: int) -> _Fields | None:  # f"{x}", rf'{x}', t"""{x}"""
+    if text[i] == "`" or not (i and text[i - 1] in "fFtTrR" and _F_PREFIX.search(text, max(0, i - 3), i)):
+        return None
+    return _quoted(text, i, ("{",))
+
+
+def _template_fields(text: str, i: int) -> _Fields | None:  # `a ${x}`
+    return _Fields("`", True, ("${",)) if text[i] == "`" else None
+
+
+def _csharp_fields(text: str, i: int) -> _Fields | None:  # $"{x}", $@"{x}", @$"{x}", $"""{x}"""
+    if text[i] != '"' or not i or text[i - 1] not in "$@":
+        return None
+    head = text[max(0, i - 2):i]
+    if "$" not in head[-2:] or (head[-1] == "@" and not head.endswith("$@")):
+        return None
+    if text.startswith('"""', i):
+        return _Fields('"""', True, ("{",), escapes=False)
+    verbatim = "@" in head[-2:]
+    return _Fields('"', verbatim, ("{",), escapes=not verbatim, doubled=verbatim)
+
+
+def _dollar_brace_fields(text: str, i: int) -> _Fields | None:  # Kotlin, Groovy: "${x}", """${x}"""
+    return _quoted(text, i, ("${",), triple_escapes=False) if text[i] == '"' else None
+
+
+def _dart_fields(text: str, i: int) -> _Fields | None:  # '${x}', "${x}", not r'...'
+    if text[i] == "`" or (i and text[i - 1] == "r"):
+        return None
+    return _quoted(text, i, ("${",))
+
+
+def _scala_fields(text: str, i: int) -> _Fields | None:  # s"${x}", f"${x}"
+    if text[i] != '"' or not _SCALA_PREFIX.search(text, max(0, i - 2), i):
+        return None
+    return _quoted(text, i, ("${",))
+
+
+def _swift_fields(text: str, i: int) -> _Fields | None:  # "\(x)"
+    return _quoted(text, i, ("\\(",)) if text[i] == '"' else None
+
+
+def _ruby_fields(text: str, i: int) -> _Fields | None:  # "#{x}", over lines
+    return _Fields('"', True, ("#{",)) if text[i] == '"' else None
+
+
+def _shell_fields(text: str, i: int) -> _Fields | None:  # "${x}" and "$(cmd)", over lines
+    return _Fields('"', True, ("${", "$(")) if text[i] == '"' else None
+
+
+_FIELDS = {
+    "python": _python_fields,
+    "javascript": _template_fields, "typescript": _template_fields, "tsx": _template_fields,
+    "csharp": _csharp_fields,
+    "kotlin": _dollar_brace_fields, "groovy": _dollar_brace_fields,
+    "dart": _dart_fields,
+    "scala": _scala_fields,
+    "swift": _swift_fields,
+    "ruby": _ruby_fields,
+    "shellscript": _shell_fields,
+}
 
 
 def _string_stop(text: str, start: int, stops: re.Pattern) -> int:

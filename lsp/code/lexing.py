@@ -151,8 +151,7 @@ class _Scanner:
             elif block_comments and text.startswith("/*", i):
                 end = text.find("*/", i + 2)
                 end = n if end < 0 else end + 2
-            elif (fields is not None and ch in "\"'`" and (not python or (i and text[i - 1] in "fFtTrR"))
-                  and (spec := fields(text, i)) is not None):
+            elif fields is not None and ch in "\"'`" and (spec := fields(text, i)) is not None:
                 self.depth = depth
                 i = self.interpolated(i, spec)
                 depth = self.depth
@@ -253,7 +252,7 @@ _SCALA_PREFIX = re.compile(r"(?<![\w])[sf]$")
 
 
 def _python_fields(text: str, i: int) -> _Fields | None:  # f"{x}", rf'{x}', t"""{x}"""
-    if text[i] == "`" or not (i and text[i - 1] in "fFtTrR" and _F_PREFIX.search(text, max(0, i - 3), i)):
+    if not (i and text[i - 1] in "fFtTrR" and _F_PREFIX.search(text, max(0, i - 3), i)):
         return None
     return _quoted(text, i, ("{",))
 
@@ -263,14 +262,12 @@ def _template_fields(text: str, i: int) -> _Fields | None:  # `a ${x}`
 
 
 def _csharp_fields(text: str, i: int) -> _Fields | None:  # $"{x}", $@"{x}", @$"{x}", $"""{x}"""
-    if text[i] != '"' or not i or text[i - 1] not in "$@":
-        return None
     head = text[max(0, i - 2):i]
-    if "$" not in head[-2:] or (head[-1] == "@" and not head.endswith("$@")):
+    if text[i] != '"' or not (head.endswith("$") or head.endswith("$@")):
         return None
     if text.startswith('"""', i):
         return _Fields('"""', True, ("{",), escapes=False)
-    verbatim = "@" in head[-2:]
+    verbatim = "@" in head
     return _Fields('"', verbatim, ("{",), escapes=not verbatim, doubled=verbatim)
 
 
@@ -279,7 +276,7 @@ def _dollar_brace_fields(text: str, i: int) -> _Fields | None:  # Kotlin, Groovy
 
 
 def _dart_fields(text: str, i: int) -> _Fields | None:  # '${x}', "${x}", not r'...'
-    if text[i] == "`" or (i and text[i - 1] == "r"):
+    if i and text[i - 1] == "r":
         return None
     return _quoted(text, i, ("${",))
 

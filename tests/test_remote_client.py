@@ -431,32 +431,20 @@ async def test_consecutive_fills_reuse_one_keep_alive_connection(cp):
     assert cp.app.connections == 1
 
 
-async def test_a_connection_closed_before_the_answer_is_tried_once_more_on_a_fresh_one(cp):
+@pytest.mark.parametrize("how, said", [("drop_requests", "closed the connection"),
+                                       ("reset_requests", "reset the connection")])
+async def test_a_connection_closed_or_reset_before_the_answer_is_tried_once_more_on_a_fresh_one(cp, how, said):
     f = remote(cp.url)
     try:
         await f.start()
-        cp.behaviour.drop_requests = 1
+        setattr(cp.behaviour, how, 1)
         assert (await f.fill(req())).text == "sum(values)"
-        cp.behaviour.drop_requests = 2
-        with pytest.raises(RemoteError):
-            await f.fill(req())
-    finally:
-        await f.close()
-    assert f.stats["requests"] == 4 and f.stats["failed"] == 1
-
-
-async def test_a_connection_reset_before_the_answer_is_tried_once_more_on_a_fresh_one(cp):
-    f = remote(cp.url)
-    try:
-        await f.start()
-        cp.behaviour.reset_requests = 1
-        assert (await f.fill(req())).text == "sum(values)"
-        cp.behaviour.reset_requests = 2
+        setattr(cp.behaviour, how, 2)
         with pytest.raises(RemoteError) as err:
             await f.fill(req())
     finally:
         await f.close()
-    assert err.value.kind == "stale" and "reset the connection" in str(err.value)
+    assert err.value.kind == "stale" and said in str(err.value)
     assert f.stats["requests"] == 4 and f.stats["failed"] == 1
 
 
